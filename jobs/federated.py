@@ -1,0 +1,27 @@
+"""Federated training: ``python jobs/federated.py [overrides]``.
+
+Also runs as ``ray job submit --working-dir . -- python jobs/federated.py ...``.
+See docs/quickstart.md for the keys.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from rayfed.config import register_configs
+from rayfed.launch import main_guard, run_from_hydra
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return run_from_hydra(cfg)
+
+
+if __name__ == "__main__":
+    main_guard(sys.argv[1:], config_dir=CONFIG_DIR)
+    main()

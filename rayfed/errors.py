@@ -1,0 +1,33 @@
+"""The few exceptions rayfed raises.
+
+A lost participant or a late update is a *value* (see ``rayfed.types``), never an
+exception. Exceptions are for things a user must fix: a bad config, impossible
+data parameters, a corrupt checkpoint, a spent privacy budget.
+"""
+
+from __future__ import annotations
+
+
+class RayfedError(Exception):
+    """Base class of every rayfed error."""
+
+
+class ConfigError(RayfedError, ValueError):
+    """One or more invalid settings. ``problems`` names every bad key at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid configuration ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class DataError(RayfedError, ValueError):
+    """Impossible data or partition parameters (e.g. ``alpha <= 0``)."""
+
+
+class CheckpointError(RayfedError):
+    """A checkpoint is missing, corrupt, or belongs to a different config."""
+
+
+class AggregationError(RayfedError, ValueError):
+    """An aggregation rule cannot run on the given updates (e.g. Krum with n < 2f+3)."""

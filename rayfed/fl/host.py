@@ -1,0 +1,92 @@
+"""Hosts participants inside one process: the body of a Ray actor, without Ray.
+
+A host builds the deterministic partition once, cuts out each participant's shard
+on first use, and runs many participants' rounds in one call. A participant that
+raises becomes a :class:`~rayfed.types.Failure` value; the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from rayfed.config import Config
+from rayfed.data.federated import FederatedData
+from rayfed.fl.participant import LocalTraining, Participant
+from rayfed.models import build_model, spec_from_config
+from rayfed.types import EvalRes, Failure, FitIns, FitRes
+
+
+class InjectedFault(RuntimeError):
+    """Raised by ``faults.raise_clients``: chaos testing of the failure path."""
+
+
+class ParticipantHost:
+    def __init__(self, cfg: Config) -> None:
+        torch.set_num_threads(cfg.runtime.torch_threads)
+        self._cfg = cfg
+        self._data = FederatedData(cfg.dataset, cfg.partition, num_clients=cfg.fl.num_clients,
+                                   seed=cfg.seed)
+        spec = spec_from_config(cfg.model, input_shape=self._data.input_shape,
+                                num_classes=self._data.num_classes)
+        self._model = build_model(spec)
+        self._training = LocalTraining.from_config(cfg)
+        self._participants: dict[int, Participant] = {}
+
+    def participant(self, participant_id: int) -> Participant:
+        if participant_id not in self._participants:
+            self._participants[participant_id] = Participant(
+                self._data.client(participant_id), self._model, self._training)
+        return self._participants[participant_id]
+
+    def _inject_faults(self, participant_id: int, server_round: int) -> None:
+        f = self._cfg.faults
+        if f.rounds and server_round not in f.rounds:
+            return
+        if participant_id in f.crash_clients:
+            os._exit(1)  # a real process death, as a killed actor would have
+        if participant_id in f.raise_clients:
+            raise InjectedFault(f"injected fault in participant {participant_id}")
+        if participant_id in f.slow_clients:
+            time.sleep(f.slow_delay_s)
+
+    def fit(
+        self,
+        server_round: int,
+        global_weights: np.ndarray,
+        tasks: Sequence[FitIns],
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> list[FitRes | Failure]:
+        out: list[FitRes | Failure] = []
+        for ins in tasks:
+            if should_stop():
+                out.append(Failure(ins.participant_id, server_round, "cancelled",
+                                   "round closed before this participant ran"))
+                continue
+            try:
+                self._inject_faults(ins.participant_id, server_round)
+                out.append(self.participant(ins.participant_id).fit(global_weights, ins))
+            except Exception as exc:  # a participant's failure is a value
+                out.append(Failure(ins.participant_id, server_round, "error",
+                                   f"{type(exc).__name__}: {exc}\n"
+                                   f"{traceback.format_exc(limit=3)}"))
+        return out
+
+    def evaluate(
+        self, server_round: int, global_weights: np.ndarray, participant_ids: Sequence[int]
+    ) -> list[EvalRes | Failure]:
+        out: list[EvalRes | Failure] = []
+        for pid in participant_ids:
+            try:
+                out.append(self.participant(pid).evaluate(global_weights, server_round))
+            except Exception as exc:
+                out.append(Failure(pid, server_round, "error", f"{type(exc).__name__}: {exc}"))
+        return out
+
+    def shard_sizes(self, participant_ids: Sequence[int]) -> list[int]:
+        return [len(self.participant(pid).data.x_train) for pid in participant_ids]

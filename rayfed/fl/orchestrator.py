@@ -1,0 +1,315 @@
+"""The server's round loop, in the order of Algorithm 1 of FedAvg.
+
+McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from
+Decentralized Data": each round selects participants, broadcasts the global
+weights, lets them train locally, collects their updates under a deadline and a
+quorum, aggregates, evaluates, tracks and checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from rayfed.config import Config, check, clients_per_round, config_hash
+from rayfed.data.federated import load_test_split
+from rayfed.errors import CheckpointError
+from rayfed.fl.checkpoint import CheckpointDir
+from rayfed.fl.placement import Pending, Placement, start_ray
+from rayfed.fl.rounds import decide, participant_seed, select_participants
+from rayfed.models import build_model, get_flat, set_flat, spec_from_config
+from rayfed.strategies import build_strategy
+from rayfed.tracking import NullTracker, Tracker
+from rayfed.train import evaluate
+from rayfed.types import EvalRes, Failure, FitIns, FitRes, RoundResult
+
+log = logging.getLogger(__name__)
+
+
+def _fetch(p: Pending) -> list[Any]:
+    """Resolve one call; a dead actor or a cancelled call becomes Failure values."""
+    try:
+        return list(ray.get(p.ref))
+    except ray.exceptions.TaskCancelledError:
+        kind, reason = "cancelled", "call cancelled at the round deadline"
+    except ray.exceptions.RayActorError as exc:
+        kind, reason = "crash", f"participant actor died: {str(exc).splitlines()[0]}"
+    except ray.exceptions.RayTaskError as exc:
+        kind, reason = "error", f"participant host failed: {str(exc).splitlines()[0]}"
+    return [Failure(pid, p.server_round, kind, reason) for pid in p.participant_ids]
+
+
+class Orchestrator:
+    """Runs one federated experiment. Iterate :meth:`rounds`, then :meth:`summary`."""
+
+    def __init__(self, cfg: Config, *, tracker: Tracker | None = None) -> None:
+        self.cfg = check(cfg)
+        self.tracker: Tracker = tracker or NullTracker()
+        self._t_start = time.perf_counter()
+        self._t_first_round: float | None = None
+
+        test = load_test_split(cfg.dataset)
+        self._x_test, self._y_test = torch.from_numpy(test.x), torch.from_numpy(test.y)
+        spec = spec_from_config(cfg.model, input_shape=test.input_shape,
+                                num_classes=test.num_classes)
+        self.model = build_model(spec, seed=cfg.seed)
+        self.weights = get_flat(self.model)
+        st = cfg.strategy
+        self.strategy = build_strategy(
+            name=st.name, reducer=st.reducer, server_optimizer=st.server_optimizer,
+            server_lr=st.server_lr, server_momentum=st.server_momentum, beta1=st.beta1,
+            beta2=st.beta2, tau=st.tau, trim_ratio=st.trim_ratio,
+            num_byzantine=st.num_byzantine, num_selected=st.num_selected)
+        self.rng = np.random.default_rng([cfg.seed, 0x5E1EC7])
+        self.next_round = 1
+        self.history: list[RoundResult] = []
+        self.client_states: dict[int, bytes] = {}
+        self._stale: list[Pending] = []
+        self._config_hash = config_hash(cfg)
+        self._ckpt: CheckpointDir | None = None
+        run_id: str | None = None
+        if cfg.checkpoint.enabled:
+            run_id = self._setup_checkpoints()
+
+        self.tracker.start(params=asdict(cfg), run_id=run_id,
+                           tags={"rayfed.config_hash": self._config_hash,
+                                 "rayfed.placement": cfg.runtime.placement})
+        start_ray(cfg.runtime)
+        self.placement = Placement(cfg)
+        self.placement.wait_ready()
+        self.setup_seconds = time.perf_counter() - self._t_start
+
+    # -- checkpoints -------------------------------------------------------
+
+    def _setup_checkpoints(self) -> str | None:
+        cfg = self.cfg
+        root = Path(cfg.checkpoint.dir) / cfg.name
+        latest = root / "LATEST"
+        if cfg.resume:
+            if not latest.is_file():
+                raise CheckpointError(f"resume=true but there is no checkpoint under {root}; "
+                                      "run once without resume first, or fix checkpoint.dir "
+                                      "and name")
+            self._ckpt = CheckpointDir(root / latest.read_text().strip(),
+                                       keep_last=cfg.checkpoint.keep_last)
+            state = self._ckpt.latest()
+            if state is None:
+                raise CheckpointError(f"resume=true but {self._ckpt.directory} holds no "
+                                      "completed round yet; start without resume")
+            return self._restore(state)
+        # A fresh run never overwrites an earlier run's checkpoints.
+        run_dir = time.strftime("%Y%m%d-%H%M%S") + f"-{self._config_hash[:8]}"
+        n = 0
+        while (root / run_dir).exists():
+            n += 1
+            run_dir = f"{run_dir.split('.')[0]}.{n}"
+        self._ckpt = CheckpointDir(root / run_dir, keep_last=cfg.checkpoint.keep_last)
+        root.mkdir(parents=True, exist_ok=True)
+        from rayfed.fl.checkpoint import write_atomic
+
+        write_atomic(latest, run_dir.encode())
+        return None
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "server_round": self.next_round - 1,
+            "weights": self.weights,
+            "strategy": self.strategy.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "client_states": dict(self.client_states),
+            "history": list(self.history),
+            "config_hash": self._config_hash,
+            "mlflow_run_id": self.tracker.run_id,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> str | None:
+        if state["config_hash"] != self._config_hash:
+            raise CheckpointError(
+                f"checkpoint in {self._ckpt.directory if self._ckpt else '?'} was written by "
+                f"a different config (hash {state['config_hash']} != {self._config_hash}); "
+                "resume with the same settings, or start a fresh run with resume=false")
+        self.weights = state["weights"]
+        self.strategy.load_state_dict(state["strategy"])
+        self.rng.bit_generator.state = state["rng"]
+        self.client_states = dict(state["client_states"])
+        self.history = list(state["history"])
+        self.next_round = state["server_round"] + 1
+        log.info("resumed from round %d", state["server_round"])
+        run_id: str | None = state["mlflow_run_id"]
+        return run_id
+
+    # -- the round loop ----------------------------------------------------
+
+    def rounds(self) -> Iterator[RoundResult]:
+        """Run the remaining rounds, yielding each one's result as it ends."""
+        while self.next_round <= self.cfg.fl.rounds:
+            result = self.run_round(self.next_round)
+            self.history.append(result)
+            self.next_round += 1
+            if self._t_first_round is None:
+                self._t_first_round = time.perf_counter() - self._t_start
+            self._track(result)
+            if self._ckpt and result.server_round % self.cfg.checkpoint.every == 0:
+                self._ckpt.save(result.server_round, self._state())
+            yield result
+
+    def run_round(self, server_round: int) -> RoundResult:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        # 1. Select participants.
+        selected = select_participants(self.rng, num_clients=cfg.fl.num_clients,
+                                       k=clients_per_round(cfg.fl))
+        # 2. Broadcast: one copy of the weights in the object store for everyone.
+        weights_ref = ray.put(self.weights)
+        down = len(pickle.dumps(self.weights, protocol=5)) * len(selected)
+        # 3. Local training.
+        tasks = [FitIns(pid, server_round, participant_seed(cfg.seed, server_round, pid),
+                        self.client_states.get(pid)) for pid in selected]
+        pending = self.placement.submit_fit(server_round, weights_ref, tasks)
+        # 4. Collect under the deadline; decide on quorum.
+        results, num_late = self._collect(pending, server_round)
+        decision = decide(results, server_round=server_round, selected=selected,
+                          min_clients=cfg.fl.min_clients)
+        failures = tuple(f for f in decision.rejected if f.server_round == server_round)
+        common = dict(server_round=server_round, num_selected=len(selected),
+                      num_reported=len(decision.accepted), num_failed=len(failures),
+                      num_late_rejected=num_late, bytes_down=down, failures=failures,
+                      bytes_up=sum(r.payload_bytes for r in decision.accepted))
+        if not decision.proceed:
+            log.warning(decision.reason)
+            return RoundResult(status="aborted", reason=decision.reason,
+                               seconds=time.perf_counter() - t0, **common)
+        # 5. Aggregate.
+        accepted = decision.accepted
+        self.weights = self.strategy.aggregate(self.weights, [r.delta for r in accepted],
+                                               [r.num_examples for r in accepted])
+        for r in accepted:
+            if r.state is not None:
+                self.client_states[r.participant_id] = r.state
+        total = sum(r.num_examples for r in accepted)
+        train_loss = sum(r.metrics.get("train_loss", 0.0) * r.num_examples
+                         for r in accepted) / total
+        # 6. Evaluate centrally.
+        test_loss = test_acc = None
+        every = cfg.fl.eval_every
+        if server_round == cfg.fl.rounds or (every and server_round % every == 0):
+            test_loss, test_acc = self.evaluate()
+        return RoundResult(status="completed", reason=decision.reason,
+                           seconds=time.perf_counter() - t0, train_loss=train_loss,
+                           test_loss=test_loss, test_accuracy=test_acc, **common)
+
+    def _collect(self, pending: list[Pending],
+                 server_round: int) -> tuple[list[FitRes | Failure], int]:
+        """Wait for this round's calls until the deadline.
+
+        Calls still running at the deadline are cancelled and kept as stale; when
+        they finish in a later round their updates carry the old round id and
+        ``decide`` rejects them.
+        """
+        deadline = time.monotonic() + self.cfg.fl.round_timeout_s
+        results: list[FitRes | Failure] = []
+        num_late = 0
+        if self._stale:
+            ready, _ = ray.wait([p.ref for p in self._stale], num_returns=len(self._stale),
+                                timeout=0)
+            done = set(ready)
+            for p in self._stale:
+                if p.ref in done:
+                    late = [r for r in _fetch(p) if isinstance(r, FitRes)]
+                    num_late += len(late)
+                    results.extend(late)
+            self._stale = [p for p in self._stale if p.ref not in done]
+        by_ref = {p.ref: p for p in pending}
+        remaining = list(by_ref)
+        while remaining:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            ready, remaining = ray.wait(remaining, num_returns=1, timeout=timeout)
+            for ref in ready:
+                results.extend(_fetch(by_ref[ref]))
+        for ref in remaining:
+            p = by_ref[ref]
+            ray.cancel(ref)
+            self._stale.append(p)
+            results.extend(Failure(pid, server_round, "timeout",
+                                   f"no update within fl.round_timeout_s="
+                                   f"{self.cfg.fl.round_timeout_s}")
+                           for pid in p.participant_ids)
+        return results, num_late
+
+    def evaluate(self) -> tuple[float, float]:
+        """Loss and accuracy of the current global model on the held-out test split."""
+        set_flat(self.model, self.weights)
+        return evaluate(self.model, self._x_test, self._y_test)
+
+    def federated_evaluate(self, participant_ids: list[int]) -> list[EvalRes | Failure]:
+        """Evaluate the global model on participants' own validation splits."""
+        ref = ray.put(self.weights)
+        server_round = self.next_round - 1
+        out: list[EvalRes | Failure] = []
+        for p in self.placement.submit_evaluate(server_round, ref, participant_ids):
+            out.extend(_fetch(p))
+        return out
+
+    def _track(self, r: RoundResult) -> None:
+        metrics: dict[str, float] = {
+            "participants_reported": r.num_reported, "participants_failed": r.num_failed,
+            "late_rejected": r.num_late_rejected, "round_seconds": r.seconds,
+            "bytes_up": r.bytes_up, "bytes_down": r.bytes_down,
+            "round_aborted": float(r.status == "aborted"),
+        }
+        for name, value in (("train_loss", r.train_loss), ("loss", r.test_loss),
+                            ("accuracy", r.test_accuracy)):
+            if value is not None:
+                metrics[name] = value
+        self.tracker.log_metrics(metrics, step=r.server_round)
+
+    # -- results -----------------------------------------------------------
+
+    def summary(self, *, status: str = "FINISHED") -> dict[str, Any]:
+        completed = [r for r in self.history if r.status == "completed"]
+        evals = [r for r in self.history if r.test_accuracy is not None]
+        seconds = [r.seconds for r in self.history]
+        return {
+            "status": status,
+            "final_accuracy": evals[-1].test_accuracy if evals else None,
+            "final_loss": evals[-1].test_loss if evals else None,
+            "rounds_completed": len(completed),
+            "rounds_aborted": len(self.history) - len(completed),
+            "wall_seconds": time.perf_counter() - self._t_start,
+            "setup_seconds": self.setup_seconds,
+            "time_to_first_round_s": self._t_first_round,
+            "mean_round_seconds": float(np.mean(seconds)) if seconds else None,
+            "median_round_seconds": float(np.median(seconds[1:] or seconds)) if seconds
+            else None,
+            "bytes_uploaded": sum(r.bytes_up for r in self.history),
+            "bytes_downloaded": sum(r.bytes_down for r in self.history),
+            "mlflow_run_id": self.tracker.run_id,
+            "num_params": int(self.weights.size),
+            "placement": self.cfg.runtime.placement,
+            "num_actors": len(self.placement.actors),
+        }
+
+    def close(self) -> None:
+        self.placement.shutdown()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def with_overrides(cfg: Config, **sections: Any) -> Config:
+    """A copy of ``cfg`` with some sections replaced (tests and benchmarks)."""
+    return replace(cfg, **sections)

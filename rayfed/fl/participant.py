@@ -1,0 +1,99 @@
+"""A federated participant: owns its shard, trains locally, reports an update.
+
+This is a plain class with no Ray in it. ``rayfed.fl.placement`` decides whether
+it lives in its own actor (cross-silo) or is one of many virtual participants a
+pooled actor serves (cross-device simulation); the logic is the same.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from rayfed.config import Config
+from rayfed.data.federated import ClientData
+from rayfed.models import get_flat, set_flat
+from rayfed.train import evaluate, make_optimizer, tensor_batches, train_epoch
+from rayfed.types import EvalRes, FitIns, FitRes
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """The local half of Algorithm 1 (FedAvg): E epochs of minibatch SGD."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    proximal_mu: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> LocalTraining:
+        return cls(epochs=cfg.fl.local_epochs, batch_size=cfg.fl.batch_size, lr=cfg.fl.lr,
+                   optimizer=cfg.fl.optimizer, momentum=cfg.fl.momentum,
+                   weight_decay=cfg.fl.weight_decay, proximal_mu=cfg.strategy.proximal_mu)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the local optimizer has state worth carrying between rounds."""
+        return self.optimizer != "sgd" or self.momentum > 0
+
+
+class Participant:
+    """One participant. ``model`` is a scratch module the host may share between
+    participants: every call loads the global weights into it first."""
+
+    def __init__(self, data: ClientData, model: nn.Module, training: LocalTraining) -> None:
+        self.data = data
+        self.model = model
+        self.training = training
+
+    @property
+    def participant_id(self) -> int:
+        return self.data.participant_id
+
+    def fit(self, global_weights: np.ndarray, ins: FitIns) -> FitRes:
+        t = self.training
+        set_flat(self.model, global_weights)
+        optimizer = make_optimizer(self.model.parameters(), name=t.optimizer, lr=t.lr,
+                                   momentum=t.momentum, weight_decay=t.weight_decay)
+        if ins.state is not None:
+            optimizer.load_state_dict(torch.load(io.BytesIO(ins.state), weights_only=True))
+        anchor = ([p.detach().clone() for p in self.model.parameters()]
+                  if t.proximal_mu > 0 else None)
+        generator = torch.Generator().manual_seed(ins.seed)
+        loss_sum, seen = 0.0, 0
+        for _ in range(t.epochs):
+            batches = tensor_batches(self.data.x_train, self.data.y_train,
+                                     batch_size=t.batch_size, generator=generator)
+            stats = train_epoch(self.model, batches, optimizer, proximal_mu=t.proximal_mu,
+                                anchor=anchor)
+            loss_sum += stats.loss * stats.num_examples
+            seen += stats.num_examples
+        delta = get_flat(self.model) - global_weights
+        state = None
+        if t.stateful:
+            buf = io.BytesIO()
+            torch.save(optimizer.state_dict(), buf)
+            state = buf.getvalue()
+        return FitRes(
+            participant_id=self.participant_id,
+            server_round=ins.server_round,
+            delta=delta,
+            num_examples=len(self.data.x_train),
+            payload_bytes=len(pickle.dumps(delta, protocol=5)),
+            metrics={"train_loss": loss_sum / max(seen, 1)},
+            state=state,
+        )
+
+    def evaluate(self, global_weights: np.ndarray, server_round: int) -> EvalRes:
+        set_flat(self.model, global_weights)
+        loss, acc = evaluate(self.model, self.data.x_val, self.data.y_val)
+        return EvalRes(self.participant_id, server_round, loss, acc, len(self.data.x_val))

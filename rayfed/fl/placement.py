@@ -1,0 +1,147 @@
+"""Where participants run: Ray actors around :class:`ParticipantHost`.
+
+Two placements run the same participant logic:
+
+* ``dedicated``: one actor per participant (cross-silo). Each actor builds only
+  its own shard; actor options, custom resources included, come from the config.
+* ``pooled``: a fixed pool of actors, each serving many virtual participants per
+  call (cross-device simulation). Per-participant state travels in
+  :class:`~rayfed.types.FitIns` / :class:`~rayfed.types.FitRes`, so it survives
+  whichever actor serves the participant next.
+
+This module and the orchestrator are the only parts of ``rayfed.fl`` that import
+Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+
+from rayfed.config import Config, RuntimeConfig
+from rayfed.fl.host import ParticipantHost
+from rayfed.types import EvalRes, Failure, FitIns, FitRes
+
+log = logging.getLogger(__name__)
+
+
+class HostActor:
+    """The Ray actor: a thin shell around :class:`ParticipantHost`."""
+
+    def __init__(self, cfg: Config) -> None:
+        self._host = ParticipantHost(cfg)
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def fit(self, server_round: int, global_weights: np.ndarray,
+            tasks: Sequence[FitIns]) -> list[FitRes | Failure]:
+        # Cooperative cancellation: once the server's deadline passes it cancels
+        # this call, and the host stops before the next participant.
+        ctx = ray.get_runtime_context()
+        return self._host.fit(server_round, global_weights, tasks, should_stop=ctx.is_canceled)
+
+    def evaluate(self, server_round: int, global_weights: np.ndarray,
+                 participant_ids: Sequence[int]) -> list[EvalRes | Failure]:
+        return self._host.evaluate(server_round, global_weights, participant_ids)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An in-flight call and the participants whose results it will carry."""
+
+    ref: ray.ObjectRef
+    participant_ids: tuple[int, ...]
+    server_round: int
+
+
+def start_ray(runtime: RuntimeConfig) -> None:
+    """Join ``runtime.address`` (or RAY_ADDRESS), else start a local Ray."""
+    if ray.is_initialized():
+        return
+    address = runtime.address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=runtime.num_cpus, include_dashboard=runtime.include_dashboard,
+                 log_to_driver=True, configure_logging=False)
+
+
+def _resource_options(runtime: RuntimeConfig) -> dict[str, Any]:
+    """Custom resources the config asks for, minus those the cluster lacks.
+
+    A laptop has no ``edge`` or ``cloud`` resources; actors then fall back to
+    plain CPUs and we say so once, instead of hanging unschedulable.
+    """
+    if not runtime.resources:
+        return {}
+    have = ray.cluster_resources()
+    keep = {k: v for k, v in runtime.resources.items() if have.get(k, 0) >= v}
+    missing = sorted(set(runtime.resources) - set(keep))
+    if missing:
+        log.warning("cluster has no %s resource(s); participants fall back to plain CPUs",
+                    ", ".join(missing))
+    return {"resources": keep} if keep else {}
+
+
+class Placement:
+    """Actors hosting participants, and how round tasks are spread over them."""
+
+    def __init__(self, cfg: Config) -> None:
+        runtime = cfg.runtime
+        total_cpus = float(ray.cluster_resources().get("CPU", 1))
+        self.mode = runtime.placement
+        if self.mode == "dedicated":
+            num_cpus = runtime.actor_num_cpus or min(1.0, total_cpus / cfg.fl.num_clients)
+            num_actors = cfg.fl.num_clients
+        else:
+            num_cpus = runtime.actor_num_cpus or 1.0
+            num_actors = runtime.pool_size or max(1, int(total_cpus // num_cpus))
+        options: dict[str, Any] = {
+            "num_cpus": num_cpus,
+            "max_restarts": runtime.max_restarts,
+            # A round is never retried behind the server's back; a restarted actor
+            # rejoins at the next round.
+            "max_task_retries": 0,
+            **_resource_options(runtime),
+        }
+        remote_cls = ray.remote(HostActor).options(**options)
+        self.actors = [remote_cls.remote(cfg) for _ in range(num_actors)]
+        self.num_cpus_per_actor = num_cpus
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
+
+    def _groups(self, participant_ids: Sequence[int]) -> list[tuple[Any, list[int]]]:
+        if self.mode == "dedicated":
+            return [(self.actors[pid], [pid]) for pid in participant_ids]
+        n = len(self.actors)
+        # Interleave so that each actor gets a similar mix of participants.
+        groups = [(self.actors[i], list(participant_ids[i::n])) for i in range(n)]
+        return [(a, ids) for a, ids in groups if ids]
+
+    def submit_fit(self, server_round: int, weights_ref: ray.ObjectRef,
+                   tasks: Sequence[FitIns]) -> list[Pending]:
+        by_id = {t.participant_id: t for t in tasks}
+        pending = []
+        for actor, ids in self._groups([t.participant_id for t in tasks]):
+            ref = actor.fit.remote(server_round, weights_ref, [by_id[i] for i in ids])
+            pending.append(Pending(ref, tuple(ids), server_round))
+        return pending
+
+    def submit_evaluate(self, server_round: int, weights_ref: ray.ObjectRef,
+                        participant_ids: Sequence[int]) -> list[Pending]:
+        return [Pending(actor.evaluate.remote(server_round, weights_ref, ids), tuple(ids),
+                        server_round)
+                for actor, ids in self._groups(list(participant_ids))]
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []

@@ -1,0 +1,70 @@
+"""The pure decisions of a round: whom to select and whether to accept.
+
+Nothing here touches Ray, so the rules are tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rayfed.types import Failure, FitRes, RoundDecision
+
+
+def select_participants(rng: np.random.Generator, *, num_clients: int, k: int) -> list[int]:
+    """Uniformly sample ``k`` distinct participants (sorted for determinism)."""
+    return sorted(int(i) for i in rng.choice(num_clients, size=k, replace=False))
+
+
+def participant_seed(seed: int, server_round: int, participant_id: int) -> int:
+    """Seed of one participant's local randomness in one round.
+
+    It depends on (seed, round, participant) only, not on which actor serves the
+    participant, so pooled and dedicated placements train identically.
+    """
+    return int(np.random.SeedSequence([seed, server_round, participant_id]).generate_state(1)[0])
+
+
+def decide(
+    results: list[FitRes | Failure],
+    *,
+    server_round: int,
+    selected: list[int],
+    min_clients: int,
+) -> RoundDecision:
+    """Accept each selected participant's update at most once, for this round only.
+
+    Rejected: updates from other rounds (late or replayed), from participants not
+    selected, duplicates, and updates with non-finite values. The round proceeds
+    only if at least ``min_clients`` updates were accepted.
+    """
+    chosen = set(selected)
+    accepted: dict[int, FitRes] = {}
+    rejected: list[Failure] = []
+    for r in results:
+        if isinstance(r, Failure):
+            rejected.append(r)
+            continue
+        pid = r.participant_id
+        if r.server_round != server_round:
+            rejected.append(Failure(pid, r.server_round, "late",
+                                    f"update for round {r.server_round} arrived in round "
+                                    f"{server_round}"))
+        elif pid not in chosen:
+            rejected.append(Failure(pid, server_round, "error",
+                                    "update from a participant not selected this round"))
+        elif pid in accepted:
+            rejected.append(Failure(pid, server_round, "error",
+                                    "duplicate update ignored (accepted at most once)"))
+        elif r.num_examples <= 0 or not np.isfinite(r.delta).all():
+            rejected.append(Failure(pid, server_round, "error",
+                                    "update rejected: no examples or non-finite values"))
+        else:
+            accepted[pid] = r
+    ordered = tuple(accepted[pid] for pid in sorted(accepted))
+    if len(ordered) < min_clients:
+        reason = (f"round {server_round} aborted: {len(ordered)} of {len(selected)} selected "
+                  f"participants reported, below the quorum fl.min_clients={min_clients}; "
+                  "the global model is unchanged")
+        return RoundDecision(False, reason, ordered, tuple(rejected))
+    return RoundDecision(True, f"{len(ordered)} of {len(selected)} reported", ordered,
+                         tuple(rejected))

@@ -1,0 +1,48 @@
+"""The tracking interface the round loop talks to."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from torch import nn
+
+RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
+
+
+class Tracker(Protocol):
+    run_id: str | None
+
+    def start(self, *, params: Mapping[str, Any], tags: Mapping[str, str],
+              run_id: str | None = None) -> str | None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None: ...
+
+    def log_artifact(self, path: Path, *, artifact_path: str | None = None) -> None: ...
+
+    def log_model(self, model: nn.Module, *, input_example: Any) -> None: ...
+
+    def finish(self, status: RunStatus) -> None: ...
+
+
+class NullTracker:
+    """Tracks nothing (``tracking.enabled=false``)."""
+
+    run_id: str | None = None
+
+    def start(self, *, params: Mapping[str, Any], tags: Mapping[str, str],
+              run_id: str | None = None) -> str | None:
+        return None
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+        pass
+
+    def log_artifact(self, path: Path, *, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_model(self, model: nn.Module, *, input_example: Any) -> None:
+        pass
+
+    def finish(self, status: RunStatus) -> None:
+        pass

@@ -1,0 +1,114 @@
+"""MLflow tracking: an embedded sqlite store by default, a server when configured.
+
+Per-round metrics are logged asynchronously (MLflow's ``synchronous=False``) so
+that a slow store never stretches a round; :meth:`MlflowTracker.finish` flushes
+them before it sets the run's final status.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from rayfed.tracking.base import RunStatus
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+class MlflowTracker:
+    def __init__(self, *, uri: str | None, experiment: str, run_name: str | None = None) -> None:
+        import mlflow
+
+        self._mlflow = mlflow
+        self.uri = uri or default_tracking_uri()
+        self._client = mlflow.MlflowClient(tracking_uri=self.uri)
+        self._experiment = experiment
+        self._run_name = run_name
+        self.run_id: str | None = None
+
+    def start(self, *, params: Mapping[str, Any], tags: Mapping[str, str],
+              run_id: str | None = None) -> str | None:
+        from mlflow.entities import Param, RunTag
+
+        if run_id is not None:
+            # Resume continues the same MLflow run.
+            self._client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+            return run_id
+        exp = self._client.get_experiment_by_name(self._experiment)
+        exp_id = exp.experiment_id if exp else self._client.create_experiment(self._experiment)
+        all_tags = {"git_commit": git_commit(), "mlflow.source.git.commit": git_commit(), **tags}
+        run = self._client.create_run(exp_id, run_name=self._run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        flat = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(flat), 100):
+            self._client.log_batch(self.run_id, params=flat[i : i + 100])
+        self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])
+        return self.run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+        from mlflow.entities import Metric
+
+        if self.run_id is None:
+            return
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()
+                 if v is not None and np.isfinite(v)]
+        self._client.log_batch(self.run_id, metrics=batch, synchronous=False)
+
+    def log_artifact(self, path: Path, *, artifact_path: str | None = None) -> None:
+        if self.run_id is not None:
+            self._client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
+
+    def log_model(self, model: nn.Module, *, input_example: Any) -> None:
+        import torch
+        from mlflow.models import infer_signature
+
+        if self.run_id is None:
+            return
+        with torch.no_grad():
+            output = model(torch.as_tensor(input_example)).numpy()
+        signature = infer_signature(np.asarray(input_example), output)
+        with self._mlflow.start_run(run_id=self.run_id):
+            # Explicit requirements: MLflow's inference imports the model in a
+            # subprocess, which costs seconds and can pick up unrelated packages.
+            self._mlflow.pytorch.log_model(
+                model, name="model", signature=signature, input_example=input_example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+    def finish(self, status: RunStatus) -> None:
+        if self.run_id is None:
+            return
+        self._mlflow.flush_async_logging()
+        self._client.set_terminated(self.run_id, status=status)
