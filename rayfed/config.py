@@ -104,6 +104,9 @@ class RuntimeConfig:
     # Custom Ray resources each actor requests, e.g. {edge: 1}.
     resources: dict[str, float] = field(default_factory=dict)
     max_restarts: int = 3
+    # pooled + weighted mean: each actor sums its participants' updates before
+    # sending (as pfl-research's workers do); the server adds the partial sums.
+    local_aggregation: bool = True
     # Torch intra-op threads per actor: 1 avoids oversubscribing shared cores.
     torch_threads: int = 1
     include_dashboard: bool = False

@@ -72,7 +72,8 @@ def preflight(overrides: Sequence[str], *, config_dir: Path,
                 cfg = to_config(compose(config_name=config_name, overrides=keep))
                 break
             except Exception as exc:
-                message = " ".join(str(exc).split())
+                cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+                message = " ".join(f"{exc}{cause}".split())
                 bad = next((k for k in keep if k in message), None)
                 if bad is None:
                     problems.append(message)

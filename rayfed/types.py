@@ -39,6 +39,26 @@ class FitRes:
     state: bytes | None = None
 
 
+@dataclass(frozen=True)
+class PartialAggregate:
+    """Several participants' updates summed where they ran (pooled placement).
+
+    Only for linear reducers (the weighted mean): the server adds the partial sums
+    and divides by the total ``num_examples``, which is the same FedAvg. Each
+    update is validated before it enters the sum, as :func:`rayfed.fl.rounds.decide`
+    would validate it at the server.
+    """
+
+    server_round: int
+    participant_ids: tuple[int, ...]
+    num_examples: tuple[int, ...]
+    # Σ num_examples_i · delta_i, in float64.
+    weighted_sum: np.ndarray
+    payload_bytes: int
+    train_loss_sum: float
+    states: dict[int, bytes] = field(default_factory=dict)
+
+
 FailureKind = Literal["error", "crash", "timeout", "late", "cancelled"]
 
 
@@ -65,7 +85,7 @@ class RoundDecision:
 
     proceed: bool
     reason: str
-    accepted: tuple[FitRes, ...] = ()
+    accepted: tuple[FitRes | PartialAggregate, ...] = ()
     rejected: tuple[Failure, ...] = ()
 
 

@@ -19,7 +19,7 @@ from rayfed.config import Config
 from rayfed.data.federated import FederatedData
 from rayfed.fl.participant import LocalTraining, Participant
 from rayfed.models import build_model, spec_from_config
-from rayfed.types import EvalRes, Failure, FitIns, FitRes
+from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
 
 
 class InjectedFault(RuntimeError):
@@ -76,6 +76,41 @@ class ParticipantHost:
                                    f"{type(exc).__name__}: {exc}\n"
                                    f"{traceback.format_exc(limit=3)}"))
         return out
+
+    def fit_partial(
+        self,
+        server_round: int,
+        global_weights: np.ndarray,
+        tasks: Sequence[FitIns],
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> list[PartialAggregate | Failure]:
+        """Like :meth:`fit`, but sum the valid updates here (weighted mean only)."""
+        total = np.zeros(global_weights.shape, dtype=np.float64)
+        ids: list[int] = []
+        counts: list[int] = []
+        payload = 0
+        loss_sum = 0.0
+        states: dict[int, bytes] = {}
+        failures: list[PartialAggregate | Failure] = []
+        for r in self.fit(server_round, global_weights, tasks, should_stop):
+            if isinstance(r, Failure):
+                failures.append(r)
+            elif r.num_examples <= 0 or not np.isfinite(r.delta).all():
+                failures.append(Failure(r.participant_id, server_round, "error",
+                                        "update rejected: no examples or non-finite values"))
+            else:
+                total += np.float64(r.num_examples) * r.delta
+                ids.append(r.participant_id)
+                counts.append(r.num_examples)
+                payload += r.payload_bytes
+                loss_sum += r.metrics.get("train_loss", 0.0) * r.num_examples
+                if r.state is not None:
+                    states[r.participant_id] = r.state
+        if not ids:
+            return failures
+        partial = PartialAggregate(server_round, tuple(ids), tuple(counts), total, payload,
+                                   loss_sum, states)
+        return [partial, *failures]
 
     def evaluate(
         self, server_round: int, global_weights: np.ndarray, participant_ids: Sequence[int]

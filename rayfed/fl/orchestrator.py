@@ -25,12 +25,12 @@ from rayfed.data.federated import load_test_split
 from rayfed.errors import CheckpointError
 from rayfed.fl.checkpoint import CheckpointDir
 from rayfed.fl.placement import Pending, Placement, start_ray
-from rayfed.fl.rounds import decide, participant_seed, select_participants
+from rayfed.fl.rounds import decide, num_participants, participant_seed, select_participants
 from rayfed.models import build_model, get_flat, set_flat, spec_from_config
 from rayfed.strategies import build_strategy
 from rayfed.tracking import NullTracker, Tracker
 from rayfed.train import evaluate
-from rayfed.types import EvalRes, Failure, FitIns, FitRes, RoundResult
+from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate, RoundResult
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class Orchestrator:
         self.history: list[RoundResult] = []
         self.client_states: dict[int, bytes] = {}
         self._stale: list[Pending] = []
+        self._aggregate_locally = (cfg.runtime.local_aggregation and self.strategy.linear
+                                   and cfg.runtime.placement == "pooled")
         self._config_hash = config_hash(cfg)
         self._ckpt: CheckpointDir | None = None
         run_id: str | None = None
@@ -174,14 +176,17 @@ class Orchestrator:
         # 3. Local training.
         tasks = [FitIns(pid, server_round, participant_seed(cfg.seed, server_round, pid),
                         self.client_states.get(pid)) for pid in selected]
-        pending = self.placement.submit_fit(server_round, weights_ref, tasks)
+        pending = self.placement.submit_fit(server_round, weights_ref, tasks,
+                                            aggregate_locally=self._aggregate_locally)
         # 4. Collect under the deadline; decide on quorum.
         results, num_late = self._collect(pending, server_round)
         decision = decide(results, server_round=server_round, selected=selected,
                           min_clients=cfg.fl.min_clients)
         failures = tuple(f for f in decision.rejected if f.server_round == server_round)
+        accepted = decision.accepted
         common = dict(server_round=server_round, num_selected=len(selected),
-                      num_reported=len(decision.accepted), num_failed=len(failures),
+                      num_reported=sum(num_participants(r) for r in accepted),
+                      num_failed=len(failures),
                       num_late_rejected=num_late, bytes_down=down, failures=failures,
                       bytes_up=sum(r.payload_bytes for r in decision.accepted))
         if not decision.proceed:
@@ -189,15 +194,7 @@ class Orchestrator:
             return RoundResult(status="aborted", reason=decision.reason,
                                seconds=time.perf_counter() - t0, **common)
         # 5. Aggregate.
-        accepted = decision.accepted
-        self.weights = self.strategy.aggregate(self.weights, [r.delta for r in accepted],
-                                               [r.num_examples for r in accepted])
-        for r in accepted:
-            if r.state is not None:
-                self.client_states[r.participant_id] = r.state
-        total = sum(r.num_examples for r in accepted)
-        train_loss = sum(r.metrics.get("train_loss", 0.0) * r.num_examples
-                         for r in accepted) / total
+        train_loss = self._aggregate(accepted)
         # 6. Evaluate centrally.
         test_loss = test_acc = None
         every = cfg.fl.eval_every
@@ -207,8 +204,32 @@ class Orchestrator:
                            seconds=time.perf_counter() - t0, train_loss=train_loss,
                            test_loss=test_loss, test_accuracy=test_acc, **common)
 
+    def _aggregate(self, accepted: tuple[FitRes | PartialAggregate, ...]) -> float:
+        """Update the global weights; return the participants' mean train loss."""
+        fits = [r for r in accepted if isinstance(r, FitRes)]
+        partials = [r for r in accepted if isinstance(r, PartialAggregate)]
+        if not partials:
+            self.weights = self.strategy.aggregate(self.weights, [r.delta for r in fits],
+                                                   [r.num_examples for r in fits])
+        else:
+            # Weighted mean from partial sums: Σ_actors Σ_i n_i Δ_i / Σ n_i.
+            total = np.sum([p.weighted_sum for p in partials], axis=0)
+            for r in fits:
+                total += np.float64(r.num_examples) * r.delta
+            n = sum(sum(p.num_examples) for p in partials) + sum(r.num_examples for r in fits)
+            self.weights = self.strategy.apply(self.weights, (total / n).astype(np.float32))
+        for r in fits:
+            if r.state is not None:
+                self.client_states[r.participant_id] = r.state
+        for p in partials:
+            self.client_states.update(p.states)
+        n_total = sum(r.num_examples for r in fits) + sum(sum(p.num_examples) for p in partials)
+        loss = (sum(r.metrics.get("train_loss", 0.0) * r.num_examples for r in fits)
+                + sum(p.train_loss_sum for p in partials))
+        return loss / n_total
+
     def _collect(self, pending: list[Pending],
-                 server_round: int) -> tuple[list[FitRes | Failure], int]:
+                 server_round: int) -> tuple[list[FitRes | PartialAggregate | Failure], int]:
         """Wait for this round's calls until the deadline.
 
         Calls still running at the deadline are cancelled and kept as stale; when
@@ -216,7 +237,7 @@ class Orchestrator:
         ``decide`` rejects them.
         """
         deadline = time.monotonic() + self.cfg.fl.round_timeout_s
-        results: list[FitRes | Failure] = []
+        results: list[FitRes | PartialAggregate | Failure] = []
         num_late = 0
         if self._stale:
             ready, _ = ray.wait([p.ref for p in self._stale], num_returns=len(self._stale),
@@ -224,8 +245,8 @@ class Orchestrator:
             done = set(ready)
             for p in self._stale:
                 if p.ref in done:
-                    late = [r for r in _fetch(p) if isinstance(r, FitRes)]
-                    num_late += len(late)
+                    late = [r for r in _fetch(p) if not isinstance(r, Failure)]
+                    num_late += sum(num_participants(r) for r in late)
                     results.extend(late)
             self._stale = [p for p in self._stale if p.ref not in done]
         by_ref = {p.ref: p for p in pending}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,7 @@ class Participant:
 
     def fit(self, global_weights: np.ndarray, ins: FitIns) -> FitRes:
         t = self.training
+        started = time.perf_counter()
         set_flat(self.model, global_weights)
         optimizer = make_optimizer(self.model.parameters(), name=t.optimizer, lr=t.lr,
                                    momentum=t.momentum, weight_decay=t.weight_decay)
@@ -89,7 +91,8 @@ class Participant:
             delta=delta,
             num_examples=len(self.data.x_train),
             payload_bytes=len(pickle.dumps(delta, protocol=5)),
-            metrics={"train_loss": loss_sum / max(seen, 1)},
+            metrics={"train_loss": loss_sum / max(seen, 1),
+                     "fit_seconds": time.perf_counter() - started},
             state=state,
         )
 

@@ -25,8 +25,9 @@ import numpy as np
 import ray
 
 from rayfed.config import Config, RuntimeConfig
+from rayfed.errors import RayfedError
 from rayfed.fl.host import ParticipantHost
-from rayfed.types import EvalRes, Failure, FitIns, FitRes
+from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ class HostActor:
         # this call, and the host stops before the next participant.
         ctx = ray.get_runtime_context()
         return self._host.fit(server_round, global_weights, tasks, should_stop=ctx.is_canceled)
+
+    def fit_partial(self, server_round: int, global_weights: np.ndarray,
+                    tasks: Sequence[FitIns]) -> list[PartialAggregate | Failure]:
+        ctx = ray.get_runtime_context()
+        return self._host.fit_partial(server_round, global_weights, tasks,
+                                      should_stop=ctx.is_canceled)
 
     def evaluate(self, server_round: int, global_weights: np.ndarray,
                  participant_ids: Sequence[int]) -> list[EvalRes | Failure]:
@@ -116,7 +123,16 @@ class Placement:
         self.num_cpus_per_actor = num_cpus
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
-        ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
+        """Block until every actor has built its shards; re-raise a start-up error
+        (e.g. an impossible partition) with its cause instead of Ray's wrapper."""
+        try:
+            ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
+        except ray.exceptions.RayActorError as exc:
+            cause = getattr(exc, "cause", None) or getattr(exc, "_cause", None)
+            text = str(cause or exc)
+            detail = next((ln for ln in reversed(text.splitlines()) if "Error" in ln), text)
+            self.shutdown()
+            raise RayfedError(f"participant actors failed to start: {detail.strip()}") from exc
 
     def _groups(self, participant_ids: Sequence[int]) -> list[tuple[Any, list[int]]]:
         if self.mode == "dedicated":
@@ -127,11 +143,15 @@ class Placement:
         return [(a, ids) for a, ids in groups if ids]
 
     def submit_fit(self, server_round: int, weights_ref: ray.ObjectRef,
-                   tasks: Sequence[FitIns]) -> list[Pending]:
+                   tasks: Sequence[FitIns], *, aggregate_locally: bool = False) -> list[Pending]:
+        """One call per actor. With ``aggregate_locally`` (pooled placement and a
+        linear reducer) each actor returns the sum of its participants' updates."""
         by_id = {t.participant_id: t for t in tasks}
         pending = []
+        local = aggregate_locally and self.mode == "pooled"
         for actor, ids in self._groups([t.participant_id for t in tasks]):
-            ref = actor.fit.remote(server_round, weights_ref, [by_id[i] for i in ids])
+            method = actor.fit_partial if local else actor.fit
+            ref = method.remote(server_round, weights_ref, [by_id[i] for i in ids])
             pending.append(Pending(ref, tuple(ids), server_round))
         return pending
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rayfed.types import Failure, FitRes, RoundDecision
+from rayfed.types import Failure, FitRes, PartialAggregate, RoundDecision
 
 
 def select_participants(rng: np.random.Generator, *, num_clients: int, k: int) -> list[int]:
@@ -24,8 +24,12 @@ def participant_seed(seed: int, server_round: int, participant_id: int) -> int:
     return int(np.random.SeedSequence([seed, server_round, participant_id]).generate_state(1)[0])
 
 
+def num_participants(report: FitRes | PartialAggregate) -> int:
+    return len(report.participant_ids) if isinstance(report, PartialAggregate) else 1
+
+
 def decide(
-    results: list[FitRes | Failure],
+    results: list[FitRes | PartialAggregate | Failure],
     *,
     server_round: int,
     selected: list[int],
@@ -38,11 +42,14 @@ def decide(
     only if at least ``min_clients`` updates were accepted.
     """
     chosen = set(selected)
-    accepted: dict[int, FitRes] = {}
+    accepted: dict[int, FitRes | PartialAggregate] = {}
     rejected: list[Failure] = []
     for r in results:
         if isinstance(r, Failure):
             rejected.append(r)
+            continue
+        if isinstance(r, PartialAggregate):
+            _accept_partial(r, server_round, chosen, accepted, rejected)
             continue
         pid = r.participant_id
         if r.server_round != server_round:
@@ -60,11 +67,41 @@ def decide(
                                     "update rejected: no examples or non-finite values"))
         else:
             accepted[pid] = r
-    ordered = tuple(accepted[pid] for pid in sorted(accepted))
-    if len(ordered) < min_clients:
-        reason = (f"round {server_round} aborted: {len(ordered)} of {len(selected)} selected "
+    unique: dict[int, FitRes | PartialAggregate] = {}
+    for pid in sorted(accepted):  # a partial sum appears once, at its first id
+        unique.setdefault(id(accepted[pid]), accepted[pid])
+    ordered = tuple(unique.values())
+    reported = len(accepted)
+    if reported < min_clients:
+        reason = (f"round {server_round} aborted: {reported} of {len(selected)} selected "
                   f"participants reported, below the quorum fl.min_clients={min_clients}; "
                   "the global model is unchanged")
         return RoundDecision(False, reason, ordered, tuple(rejected))
-    return RoundDecision(True, f"{len(ordered)} of {len(selected)} reported", ordered,
+    return RoundDecision(True, f"{reported} of {len(selected)} reported", ordered,
                          tuple(rejected))
+
+
+def _accept_partial(
+    r: PartialAggregate,
+    server_round: int,
+    chosen: set[int],
+    accepted: dict[int, FitRes | PartialAggregate],
+    rejected: list[Failure],
+) -> None:
+    """A partial sum is accepted whole or not at all: it cannot be split."""
+    ids = r.participant_ids
+    problem = None
+    if r.server_round != server_round:
+        kind, problem = "late", (f"partial aggregate for round {r.server_round} arrived in "
+                                 f"round {server_round}")
+    elif not set(ids) <= chosen:
+        kind, problem = "error", "partial aggregate includes participants not selected"
+    elif any(pid in accepted for pid in ids) or len(set(ids)) != len(ids):
+        kind, problem = "error", "duplicate updates in partial aggregate ignored"
+    elif not np.isfinite(r.weighted_sum).all():
+        kind, problem = "error", "partial aggregate rejected: non-finite values"
+    if problem is not None:
+        rejected.extend(Failure(pid, r.server_round, kind, problem) for pid in ids)
+        return
+    for pid in ids:
+        accepted[pid] = r

@@ -113,6 +113,27 @@ class Strategy:
         )
         return new_weights
 
+    @property
+    def linear(self) -> bool:
+        """Whether the reducer is the weighted mean, so partial sums may be combined.
+
+        Pooled actors then pre-aggregate their participants' updates (as
+        pfl-research's workers do) and the server adds the partial sums.
+        """
+        return self.reducer == "weighted_mean"
+
+    def apply(self, global_weights: np.ndarray, update: np.ndarray) -> np.ndarray:
+        """Apply an already-reduced update Δ with the server optimizer."""
+        x = np.asarray(global_weights, dtype=np.float32)
+        if np.shape(update) != x.shape:
+            raise AggregationError(
+                f"update has shape {np.shape(update)}, the global weights {x.shape}"
+            )
+        new_weights, self._state = SERVER_OPTIMIZERS[self.server_optimizer](
+            x, np.asarray(update, dtype=np.float32), self._state, **self.optimizer_params
+        )
+        return new_weights
+
     def state_dict(self) -> dict[str, Any]:
         """The server optimizer's state as plain, picklable values (copies)."""
         s = self._state
