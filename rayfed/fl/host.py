@@ -19,6 +19,7 @@ from rayfed.config import Config
 from rayfed.data.federated import FederatedData
 from rayfed.fl.participant import LocalTraining, Participant
 from rayfed.models import build_model, spec_from_config
+from rayfed.train import make_optimizer
 from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
 
 
@@ -37,6 +38,9 @@ class ParticipantHost:
         self._model = build_model(spec)
         self._training = LocalTraining.from_config(cfg)
         self._participants: dict[int, Participant] = {}
+        # The first optimizer a process builds imports torch._dynamo (~1 s); pay it
+        # while the actor starts, not inside the first round's deadline.
+        make_optimizer(self._model.parameters(), name=self._training.optimizer, lr=1e-3)
 
     def participant(self, participant_id: int) -> Participant:
         if participant_id not in self._participants:
@@ -65,8 +69,8 @@ class ParticipantHost:
         out: list[FitRes | Failure] = []
         for ins in tasks:
             if should_stop():
-                out.append(Failure(ins.participant_id, server_round, "cancelled",
-                                   "round closed before this participant ran"))
+                out.append(Failure(ins.participant_id, server_round, "timeout",
+                                   "round deadline passed before this participant ran"))
                 continue
             try:
                 self._inject_faults(ins.participant_id, server_round)

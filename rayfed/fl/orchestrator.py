@@ -39,8 +39,6 @@ def _fetch(p: Pending) -> list[Any]:
     """Resolve one call; a dead actor or a cancelled call becomes Failure values."""
     try:
         return list(ray.get(p.ref))
-    except ray.exceptions.TaskCancelledError:
-        kind, reason = "cancelled", "call cancelled at the round deadline"
     except ray.exceptions.RayActorError as exc:
         kind, reason = "crash", f"participant actor died: {str(exc).splitlines()[0]}"
     except ray.exceptions.RayTaskError as exc:
@@ -176,13 +174,17 @@ class Orchestrator:
         # 3. Local training.
         tasks = [FitIns(pid, server_round, participant_seed(cfg.seed, server_round, pid),
                         self.client_states.get(pid)) for pid in selected]
+        self.placement.await_restarts(timeout_s=cfg.fl.round_timeout_s / 2)
+        deadline_unix = time.time() + cfg.fl.round_timeout_s
         pending = self.placement.submit_fit(server_round, weights_ref, tasks,
+                                            deadline_unix=deadline_unix,
                                             aggregate_locally=self._aggregate_locally)
         # 4. Collect under the deadline; decide on quorum.
         results, num_late = self._collect(pending, server_round)
         decision = decide(results, server_round=server_round, selected=selected,
                           min_clients=cfg.fl.min_clients)
         failures = tuple(f for f in decision.rejected if f.server_round == server_round)
+        self.placement.note_crashes([f.participant_id for f in failures if f.kind == "crash"])
         accepted = decision.accepted
         common = dict(server_round=server_round, num_selected=len(selected),
                       num_reported=sum(num_participants(r) for r in accepted),
@@ -232,9 +234,9 @@ class Orchestrator:
                  server_round: int) -> tuple[list[FitRes | PartialAggregate | Failure], int]:
         """Wait for this round's calls until the deadline.
 
-        Calls still running at the deadline are cancelled and kept as stale; when
-        they finish in a later round their updates carry the old round id and
-        ``decide`` rejects them.
+        Calls still running at the deadline are kept as stale (hosts start no new
+        participant after the deadline); when they finish in a later round their
+        updates carry the old round id and ``decide`` rejects them.
         """
         deadline = time.monotonic() + self.cfg.fl.round_timeout_s
         results: list[FitRes | PartialAggregate | Failure] = []
@@ -260,7 +262,6 @@ class Orchestrator:
                 results.extend(_fetch(by_ref[ref]))
         for ref in remaining:
             p = by_ref[ref]
-            ray.cancel(ref)
             self._stale.append(p)
             results.extend(Failure(pid, server_round, "timeout",
                                    f"no update within fl.round_timeout_s="

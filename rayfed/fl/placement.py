@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,27 +33,36 @@ from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
 log = logging.getLogger(__name__)
 
 
+def _past(deadline_unix: float | None) -> Callable[[], bool]:
+    """The host starts no new participant once the round's deadline has passed;
+    what it already computed still returns, carrying its round id."""
+    if deadline_unix is None:
+        return lambda: False
+    return lambda: time.time() > deadline_unix
+
+
 class HostActor:
     """The Ray actor: a thin shell around :class:`ParticipantHost`."""
 
     def __init__(self, cfg: Config) -> None:
         self._host = ParticipantHost(cfg)
 
+    # Retried while the actor restarts: the server uses it to wait for a crashed
+    # participant to come back before the next round.
+    @ray.method(max_task_retries=-1)
     def ready(self) -> int:
         return os.getpid()
 
-    def fit(self, server_round: int, global_weights: np.ndarray,
-            tasks: Sequence[FitIns]) -> list[FitRes | Failure]:
-        # Cooperative cancellation: once the server's deadline passes it cancels
-        # this call, and the host stops before the next participant.
-        ctx = ray.get_runtime_context()
-        return self._host.fit(server_round, global_weights, tasks, should_stop=ctx.is_canceled)
+    def fit(self, server_round: int, global_weights: np.ndarray, tasks: Sequence[FitIns],
+            deadline_unix: float | None = None) -> list[FitRes | Failure]:
+        return self._host.fit(server_round, global_weights, tasks,
+                              should_stop=_past(deadline_unix))
 
     def fit_partial(self, server_round: int, global_weights: np.ndarray,
-                    tasks: Sequence[FitIns]) -> list[PartialAggregate | Failure]:
-        ctx = ray.get_runtime_context()
+                    tasks: Sequence[FitIns],
+                    deadline_unix: float | None = None) -> list[PartialAggregate | Failure]:
         return self._host.fit_partial(server_round, global_weights, tasks,
-                                      should_stop=ctx.is_canceled)
+                                      should_stop=_past(deadline_unix))
 
     def evaluate(self, server_round: int, global_weights: np.ndarray,
                  participant_ids: Sequence[int]) -> list[EvalRes | Failure]:
@@ -121,6 +131,9 @@ class Placement:
         remote_cls = ray.remote(HostActor).options(**options)
         self.actors = [remote_cls.remote(cfg) for _ in range(num_actors)]
         self.num_cpus_per_actor = num_cpus
+        # Actors seen dying, and the `ready` call that resolves once they restarted.
+        self._restarting: dict[int, ray.ObjectRef] = {}
+        self._actor_of: dict[int, int] = {}
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
         """Block until every actor has built its shards; re-raise a start-up error
@@ -136,14 +149,35 @@ class Placement:
 
     def _groups(self, participant_ids: Sequence[int]) -> list[tuple[Any, list[int]]]:
         if self.mode == "dedicated":
-            return [(self.actors[pid], [pid]) for pid in participant_ids]
-        n = len(self.actors)
-        # Interleave so that each actor gets a similar mix of participants.
-        groups = [(self.actors[i], list(participant_ids[i::n])) for i in range(n)]
-        return [(a, ids) for a, ids in groups if ids]
+            index_groups = [(pid, [pid]) for pid in participant_ids]
+        else:
+            n = len(self.actors)
+            # Interleave so that each actor gets a similar mix of participants.
+            index_groups = [(i, list(participant_ids[i::n])) for i in range(n)]
+        for i, ids in index_groups:
+            self._actor_of.update(dict.fromkeys(ids, i))
+        return [(self.actors[i], ids) for i, ids in index_groups if ids]
+
+    def note_crashes(self, participant_ids: Sequence[int]) -> None:
+        """Remember the actors of participants whose actor died this round."""
+        for pid in participant_ids:
+            i = self._actor_of.get(pid)
+            if i is not None and i not in self._restarting:
+                self._restarting[i] = self.actors[i].ready.remote()
+
+    def await_restarts(self, timeout_s: float) -> None:
+        """Give crashed actors up to ``timeout_s`` to restart and rebuild their shards,
+        so that their participants rejoin this round rather than fail again."""
+        if not self._restarting:
+            return
+        refs = list(self._restarting.values())
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        done = set(ready)
+        self._restarting = {i: r for i, r in self._restarting.items() if r not in done}
 
     def submit_fit(self, server_round: int, weights_ref: ray.ObjectRef,
-                   tasks: Sequence[FitIns], *, aggregate_locally: bool = False) -> list[Pending]:
+                   tasks: Sequence[FitIns], *, deadline_unix: float | None = None,
+                   aggregate_locally: bool = False) -> list[Pending]:
         """One call per actor. With ``aggregate_locally`` (pooled placement and a
         linear reducer) each actor returns the sum of its participants' updates."""
         by_id = {t.participant_id: t for t in tasks}
@@ -151,7 +185,8 @@ class Placement:
         local = aggregate_locally and self.mode == "pooled"
         for actor, ids in self._groups([t.participant_id for t in tasks]):
             method = actor.fit_partial if local else actor.fit
-            ref = method.remote(server_round, weights_ref, [by_id[i] for i in ids])
+            ref = method.remote(server_round, weights_ref, [by_id[i] for i in ids],
+                                deadline_unix)
             pending.append(Pending(ref, tuple(ids), server_round))
         return pending
 
