@@ -100,6 +100,18 @@ class MlflowTracker:
         with torch.no_grad():
             output = model(torch.as_tensor(input_example)).numpy()
         signature = infer_signature(np.asarray(input_example), output)
+        # Model logging exists only in MLflow's fluent API, which reads the global
+        # tracking URI; point it at this tracker's store for the duration.
+        previous = self._mlflow.get_tracking_uri()
+        self._mlflow.set_tracking_uri(self.uri)
+        try:
+            self._log_model(model, signature, input_example)
+        finally:
+            self._mlflow.set_tracking_uri(previous)
+
+    def _log_model(self, model: nn.Module, signature: Any, input_example: Any) -> None:
+        import torch
+
         with self._mlflow.start_run(run_id=self.run_id):
             # Explicit requirements: MLflow's inference imports the model in a
             # subprocess, which costs seconds and can pick up unrelated packages.
