@@ -11,6 +11,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from rayfed.config import Config
 from rayfed.data.federated import FederatedData
 from rayfed.fl.participant import LocalTraining, Participant
 from rayfed.models import build_model, spec_from_config
+from rayfed.pipeline import build_pipeline
 from rayfed.train import make_optimizer
 from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
 
@@ -37,6 +39,7 @@ class ParticipantHost:
                                 num_classes=self._data.num_classes)
         self._model = build_model(spec)
         self._training = LocalTraining.from_config(cfg)
+        self.pipeline = build_pipeline(cfg)
         self._participants: dict[int, Participant] = {}
         # The first optimizer a process builds imports torch._dynamo (~1 s); pay it
         # while the actor starts, not inside the first round's deadline.
@@ -45,7 +48,7 @@ class ParticipantHost:
     def participant(self, participant_id: int) -> Participant:
         if participant_id not in self._participants:
             self._participants[participant_id] = Participant(
-                self._data.client(participant_id), self._model, self._training)
+                self._data.client(participant_id), self._model, self._training, self.pipeline)
         return self._participants[participant_id]
 
     def _inject_faults(self, participant_id: int, server_round: int) -> None:
@@ -99,7 +102,11 @@ class ParticipantHost:
         for r in self.fit(server_round, global_weights, tasks, should_stop):
             if isinstance(r, Failure):
                 failures.append(r)
-            elif r.num_examples <= 0 or not np.isfinite(r.delta).all():
+                continue
+            # Simulation shortcut: decode here instead of at the server. The bytes
+            # counted are still those of the encoded payload.
+            r = replace(r, delta=self.pipeline.decode(r.delta))
+            if r.num_examples <= 0 or not np.isfinite(r.delta).all():
                 failures.append(Failure(r.participant_id, server_round, "error",
                                         "update rejected: no examples or non-finite values"))
             else:

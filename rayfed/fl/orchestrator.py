@@ -27,6 +27,7 @@ from rayfed.fl.checkpoint import CheckpointDir
 from rayfed.fl.placement import Pending, Placement, start_ray
 from rayfed.fl.rounds import decide, num_participants, participant_seed, select_participants
 from rayfed.models import build_model, get_flat, set_flat, spec_from_config
+from rayfed.pipeline import build_pipeline
 from rayfed.strategies import build_strategy
 from rayfed.tracking import NullTracker, Tracker
 from rayfed.train import evaluate
@@ -75,6 +76,7 @@ class Orchestrator:
         self._aggregate_locally = (cfg.runtime.local_aggregation and self.strategy.linear
                                    and cfg.runtime.placement == "pooled")
         self._config_hash = config_hash(cfg)
+        self.pipeline = build_pipeline(cfg)
         self._ckpt: CheckpointDir | None = None
         run_id: str | None = None
         if cfg.checkpoint.enabled:
@@ -181,6 +183,7 @@ class Orchestrator:
                                             aggregate_locally=self._aggregate_locally)
         # 4. Collect under the deadline; decide on quorum.
         results, num_late = self._collect(pending, server_round)
+        results = [self._decode(r) for r in results]
         decision = decide(results, server_round=server_round, selected=selected,
                           min_clients=cfg.fl.min_clients)
         failures = tuple(f for f in decision.rejected if f.server_round == server_round)
@@ -205,6 +208,16 @@ class Orchestrator:
         return RoundResult(status="completed", reason=decision.reason,
                            seconds=time.perf_counter() - t0, train_loss=train_loss,
                            test_loss=test_loss, test_accuracy=test_acc, **common)
+
+    def _decode(self, r: FitRes | PartialAggregate | Failure) -> Any:
+        """Invert the participants' wire stages (e.g. dequantize) for one update."""
+        if isinstance(r, FitRes) and self.pipeline.stages:
+            try:
+                return replace(r, delta=self.pipeline.decode(r.delta))
+            except Exception as exc:  # a malformed payload is that participant's failure
+                return Failure(r.participant_id, r.server_round, "error",
+                               f"undecodable update: {type(exc).__name__}: {exc}")
+        return r
 
     def _aggregate(self, accepted: tuple[FitRes | PartialAggregate, ...]) -> float:
         """Update the global weights; return the participants' mean train loss."""

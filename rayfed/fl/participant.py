@@ -11,6 +11,7 @@ import io
 import pickle
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from rayfed.config import Config
 from rayfed.data.federated import ClientData
 from rayfed.models import get_flat, set_flat
+from rayfed.pipeline import Pipeline, UpdateContext
 from rayfed.train import evaluate, make_optimizer, tensor_batches, train_epoch
 from rayfed.types import EvalRes, FitIns, FitRes
 
@@ -47,14 +49,24 @@ class LocalTraining:
         return self.optimizer != "sgd" or self.momentum > 0
 
 
+def _load_state(blob: bytes | None) -> dict[str, Any]:
+    """The participant's carried state: optimizer state and per-stage state."""
+    if blob is None:
+        return {}
+    state: dict[str, Any] = pickle.loads(blob)
+    return state
+
+
 class Participant:
     """One participant. ``model`` is a scratch module the host may share between
     participants: every call loads the global weights into it first."""
 
-    def __init__(self, data: ClientData, model: nn.Module, training: LocalTraining) -> None:
+    def __init__(self, data: ClientData, model: nn.Module, training: LocalTraining,
+                 pipeline: Pipeline | None = None) -> None:
         self.data = data
         self.model = model
         self.training = training
+        self.pipeline = pipeline or Pipeline()
 
     @property
     def participant_id(self) -> int:
@@ -66,8 +78,10 @@ class Participant:
         set_flat(self.model, global_weights)
         optimizer = make_optimizer(self.model.parameters(), name=t.optimizer, lr=t.lr,
                                    momentum=t.momentum, weight_decay=t.weight_decay)
-        if ins.state is not None:
-            optimizer.load_state_dict(torch.load(io.BytesIO(ins.state), weights_only=True))
+        state = _load_state(ins.state)
+        if "optimizer" in state:
+            optimizer.load_state_dict(torch.load(io.BytesIO(state["optimizer"]),
+                                                 weights_only=True))
         anchor = ([p.detach().clone() for p in self.model.parameters()]
                   if t.proximal_mu > 0 else None)
         generator = torch.Generator().manual_seed(ins.seed)
@@ -80,20 +94,28 @@ class Participant:
             loss_sum += stats.loss * stats.num_examples
             seen += stats.num_examples
         delta = get_flat(self.model) - global_weights
-        state = None
+        num_examples = len(self.data.x_train)
+        if self.pipeline.stages:
+            ctx = UpdateContext(self.participant_id, ins.server_round, num_examples,
+                                rng=np.random.default_rng(ins.seed),
+                                state=state.get("stages", {}))
+            payload = self.pipeline.encode(delta, ctx)
+            state["stages"] = ctx.state
+        else:
+            payload = delta
         if t.stateful:
             buf = io.BytesIO()
             torch.save(optimizer.state_dict(), buf)
-            state = buf.getvalue()
+            state["optimizer"] = buf.getvalue()
         return FitRes(
             participant_id=self.participant_id,
             server_round=ins.server_round,
-            delta=delta,
-            num_examples=len(self.data.x_train),
-            payload_bytes=len(pickle.dumps(delta, protocol=5)),
+            delta=payload,
+            num_examples=num_examples,
+            payload_bytes=len(pickle.dumps(payload, protocol=5)),
             metrics={"train_loss": loss_sum / max(seen, 1),
                      "fit_seconds": time.perf_counter() - started},
-            state=state,
+            state=pickle.dumps(state, protocol=5) if state else None,
         )
 
     def evaluate(self, global_weights: np.ndarray, server_round: int) -> EvalRes:

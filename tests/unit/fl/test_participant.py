@@ -147,7 +147,8 @@ def test_adam_state_round_trips() -> None:
 
     def steps(state: bytes | None) -> set[float]:
         assert state is not None
-        loaded = torch.load(io.BytesIO(state), weights_only=True)["state"]
+        carried = pickle.loads(state)  # the participant's carried state
+        loaded = torch.load(io.BytesIO(carried["optimizer"]), weights_only=True)["state"]
         return {float(s["step"]) for s in loaded.values()}
 
     # The carried state was loaded: its step counter continues from 1 to 2.

@@ -1,0 +1,218 @@
+"""Typed schema of the offloading job, registered in Hydra's ConfigStore as ``offload_base``.
+
+The dataclasses are the schema; ``conf/offload/*.yaml`` (fleet profiles) and
+``conf/offload_job.yaml`` hold values. ``jobs/offload.py`` converts its
+``DictConfig`` once with :func:`to_offload_config`; the library sees only these
+objects. :func:`validate` returns every problem at once, each naming its key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rayfed.config import TrackingConfig
+from rayfed.errors import ConfigError
+
+DEVICE_KINDS = ("edge", "cloud")
+TASK_OPS = ("infer", "train")
+ZOO_DATASETS = ("digits", "mnist1d")
+
+
+@dataclass
+class DeviceClassConfig:
+    """One class of identical devices. Times are emulated: a device's compute time is
+    the measured CPU time of the real work times ``slowdown``."""
+
+    kind: str = "edge"
+    count: int = 1
+    slowdown: float = 100.0
+    memory_mb: float = 512.0
+    # Link between the device and the network core; a cloud worker's link is fat.
+    bandwidth_mbps: float = 20.0
+    latency_ms: float = 30.0
+    energy_nj_per_flop: float | None = None
+    # Edge devices may run a model's int8 variant when it has one.
+    allow_int8: bool = True
+
+
+@dataclass
+class FleetConfig:
+    devices: dict[str, DeviceClassConfig] = field(default_factory=dict)
+    # Bounded queue per device: the scheduler holds tasks (backpressure) when full.
+    queue_capacity: int = 8
+    # CPUs reserved per device actor; small, because emulated devices mostly sleep.
+    actor_num_cpus: float = 0.1
+    # Custom Ray resource each actor asks for ({kind}: this); dropped when absent.
+    resource_per_actor: float = 1.0
+    # GPUs per cloud worker when the cluster has them (0 = CPU workers).
+    cloud_num_gpus: float = 0.0
+
+
+@dataclass
+class ZooModelConfig:
+    """A model tasks run: built from rayfed's registry, or loaded from ``source``."""
+
+    name: str = "mlp"
+    dataset: str = "digits"
+    hidden_sizes: list[int] = field(default_factory=lambda: [128])
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+    # Epochs of quick training on the data set at start (0 = random weights).
+    train_epochs: int = 2
+    # A state_dict file (*.pt / *.pth) or an MLflow model URI (runs:/<id>/model),
+    # e.g. the model of a federated job; null = build from the registry.
+    source: str | None = None
+
+
+@dataclass
+class TaskKindConfig:
+    model: str = "mlp"
+    op: str = "infer"
+    batch_size: int = 64
+    # Share of the stream (normalised over all kinds).
+    weight: float = 1.0
+    deadline_ms: float = 500.0
+
+
+@dataclass
+class WorkloadConfig:
+    models: dict[str, ZooModelConfig] = field(default_factory=dict)
+    tasks: dict[str, TaskKindConfig] = field(default_factory=dict)
+
+
+@dataclass
+class OffloadFaultConfig:
+    """Chaos injection: this device's process exits while running its n-th task."""
+
+    crash_device: str | None = None
+    crash_after_tasks: int = 5
+
+
+@dataclass
+class OffloadConfig:
+    # One of rayfed.offload.policies.POLICIES, or "all".
+    policy: str = "all"
+    num_tasks: int = 1000
+    # Poisson arrivals, tasks per second.
+    arrival_rate: float = 40.0
+    seed: int = 0
+    # The source document's rule: complexity above this goes to the cloud.
+    threshold: float = 0.5
+    # Weight of a new measurement in the EWMA of each device's rate.
+    ewma_alpha: float = 0.2
+    # An int8 variant is a candidate only if it loses at most this much accuracy.
+    max_accuracy_drop: float = 0.01
+    # Tasks admitted but not yet placed; a full intake blocks the stream.
+    intake_capacity: int = 64
+    # Calibration runs of each task kind on each device before the stream.
+    calibration_runs: int = 2
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    faults: OffloadFaultConfig = field(default_factory=OffloadFaultConfig)
+
+
+@dataclass
+class OffloadJobConfig:
+    name: str = "offload"
+    offload: OffloadConfig = field(default_factory=OffloadConfig)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(
+        experiment="rayfed-offload", log_model=False))
+    # Empty (and RAY_ADDRESS unset): start a local Ray with this many CPUs.
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    output_dir: str = "."
+
+
+def register_offload_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="offload_base", node=OffloadJobConfig)
+
+
+def to_offload_config(cfg: Any) -> OffloadJobConfig:
+    from omegaconf import OmegaConf
+
+    obj = OmegaConf.to_object(cfg)
+    if not isinstance(obj, OffloadJobConfig):
+        raise ConfigError(["the composed config is not an OffloadJobConfig; add "
+                           "`- offload_base` to the defaults list of conf/offload_job.yaml"])
+    return obj
+
+
+def validate(cfg: OffloadConfig) -> list[str]:
+    """Every problem with ``cfg``, each naming its key and the fix."""
+    from rayfed.offload.policies import POLICIES
+
+    p: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            p.append(message)
+
+    check(cfg.policy == "all" or cfg.policy in POLICIES,
+          f"offload.policy={cfg.policy!r} is unknown; pick 'all' or one of {sorted(POLICIES)}")
+    check(cfg.num_tasks >= 1, f"offload.num_tasks={cfg.num_tasks} must be >= 1")
+    check(cfg.arrival_rate > 0, f"offload.arrival_rate={cfg.arrival_rate} must be > 0 tasks/s")
+    check(0 <= cfg.threshold <= 1, f"offload.threshold={cfg.threshold} must be in [0, 1]")
+    check(0 < cfg.ewma_alpha <= 1, f"offload.ewma_alpha={cfg.ewma_alpha} must be in (0, 1]")
+    check(cfg.max_accuracy_drop >= 0,
+          f"offload.max_accuracy_drop={cfg.max_accuracy_drop} must be >= 0")
+    check(cfg.intake_capacity >= 1,
+          f"offload.intake_capacity={cfg.intake_capacity} must be >= 1")
+    check(cfg.calibration_runs >= 1,
+          f"offload.calibration_runs={cfg.calibration_runs} must be >= 1")
+
+    fleet = cfg.fleet
+    check(bool(fleet.devices), "offload.fleet.devices is empty; pick a fleet profile, "
+                               "e.g. offload=default")
+    for name, d in fleet.devices.items():
+        key = f"offload.fleet.devices.{name}"
+        check(d.kind in DEVICE_KINDS, f"{key}.kind={d.kind!r} must be one of {DEVICE_KINDS}")
+        check(d.count >= 0, f"{key}.count={d.count} must be >= 0")
+        check(d.slowdown > 0, f"{key}.slowdown={d.slowdown} must be > 0")
+        check(d.memory_mb > 0, f"{key}.memory_mb={d.memory_mb} must be > 0")
+        check(d.bandwidth_mbps > 0, f"{key}.bandwidth_mbps={d.bandwidth_mbps} must be > 0")
+        check(d.latency_ms >= 0, f"{key}.latency_ms={d.latency_ms} must be >= 0")
+    kinds = {d.kind for d in fleet.devices.values() if d.count > 0}
+    check("cloud" in kinds, "offload.fleet has no cloud worker; give a class kind=cloud, "
+                            "count >= 1")
+    check("edge" in kinds, "offload.fleet has no edge device; give a class kind=edge, "
+                           "count >= 1")
+    check(fleet.queue_capacity >= 1,
+          f"offload.fleet.queue_capacity={fleet.queue_capacity} must be >= 1")
+    check(fleet.actor_num_cpus > 0,
+          f"offload.fleet.actor_num_cpus={fleet.actor_num_cpus} must be > 0")
+
+    wl = cfg.workload
+    check(bool(wl.tasks), "offload.workload.tasks is empty; define at least one task kind")
+    for name, m in wl.models.items():
+        key = f"offload.workload.models.{name}"
+        check(m.dataset in ZOO_DATASETS,
+              f"{key}.dataset={m.dataset!r} must be one of {ZOO_DATASETS}")
+        check(m.train_epochs >= 0, f"{key}.train_epochs={m.train_epochs} must be >= 0")
+    for name, t in wl.tasks.items():
+        key = f"offload.workload.tasks.{name}"
+        check(t.model in wl.models, f"{key}.model={t.model!r} is not in "
+                                    f"offload.workload.models {sorted(wl.models)}")
+        check(t.op in TASK_OPS, f"{key}.op={t.op!r} must be one of {TASK_OPS}")
+        check(t.batch_size >= 1, f"{key}.batch_size={t.batch_size} must be >= 1")
+        check(t.weight > 0, f"{key}.weight={t.weight} must be > 0")
+        check(t.deadline_ms > 0, f"{key}.deadline_ms={t.deadline_ms} must be > 0")
+    crash = cfg.faults.crash_device
+    if crash is not None:
+        from rayfed.offload.profiles import device_names
+
+        names = device_names(fleet)
+        check(crash in names, f"offload.faults.crash_device={crash!r} is not a device; "
+                              f"pick one of {names}")
+        check(cfg.faults.crash_after_tasks >= 1,
+              f"offload.faults.crash_after_tasks={cfg.faults.crash_after_tasks} must be >= 1")
+    return p
+
+
+def check_offload(cfg: OffloadConfig) -> OffloadConfig:
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg

@@ -1,0 +1,101 @@
+"""The path an update takes from a participant to the server, as composable stages.
+
+Participant:  delta ─▶ stage₁.encode ─▶ … ─▶ stageₖ.encode ─▶ payload (the wire)
+Server:       payload ─▶ stageₖ.decode ─▶ … ─▶ stage₁.decode ─▶ update ─▶ reducer
+
+Stages come in the order privacy needs: clip → noise → quantize/sparsify →
+encrypt. A stage that has no server-side inverse (clipping, client-side noise)
+simply has no ``decode``. Each stage's per-participant state (an error-feedback
+residual, say) lives in ``UpdateContext.state[stage.name]`` and travels with the
+participant between rounds, whichever actor serves it.
+
+Features compose through this list; there is no class per combination.
+:func:`build_pipeline` rejects invalid orders up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from rayfed.config import Config
+from rayfed.errors import ConfigError
+
+
+@dataclass
+class UpdateContext:
+    """What a stage may know about the update it encodes."""
+
+    participant_id: int
+    server_round: int
+    num_examples: int
+    rng: np.random.Generator
+    # Per-participant, per-stage state carried across rounds (keyed by stage name).
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """One participant-side transformation of an update."""
+
+    name: str
+    # Position in the canonical order clip(0) → noise(1) → compress(2) → encrypt(3).
+    order: int
+
+    def encode(self, update: Any, ctx: UpdateContext) -> Any: ...
+
+
+@runtime_checkable
+class Decodable(Stage, Protocol):
+    """A stage whose inverse the server applies to each update before reducing."""
+
+    def decode(self, payload: Any) -> Any: ...
+
+
+class Pipeline:
+    """An ordered list of stages; empty means the raw float32 delta is sent."""
+
+    def __init__(self, stages: Sequence[Stage] = ()) -> None:
+        orders = [s.order for s in stages]
+        if orders != sorted(orders):
+            names = " → ".join(s.name for s in stages)
+            raise ConfigError([f"update pipeline {names} is out of order; stages must run "
+                               "clip → noise → compress → encrypt"])
+        self.stages = tuple(stages)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    def encode(self, update: np.ndarray, ctx: UpdateContext) -> Any:
+        payload: Any = update
+        for stage in self.stages:
+            payload = stage.encode(payload, ctx)
+        return payload
+
+    def decode(self, payload: Any) -> Any:
+        for stage in reversed(self.stages):
+            if isinstance(stage, Decodable):
+                payload = stage.decode(payload)
+        return payload
+
+
+# Stage factories register here by config section: each returns the stages the
+# config asks for (possibly none). Feature packages add their factory to this
+# tuple; `build_pipeline` stays unaware of what they do.
+StageFactory = Callable[[Config], list[Stage]]
+
+
+def _factories() -> tuple[StageFactory, ...]:
+    return ()
+
+
+def build_pipeline(cfg: Config) -> Pipeline:
+    """The update pipeline ``cfg`` asks for, or a ``ConfigError`` naming why not."""
+    stages: list[Stage] = []
+    for factory in _factories():
+        stages.extend(factory(cfg))
+    return Pipeline(sorted(stages, key=lambda s: s.order))
