@@ -70,8 +70,9 @@ class DeviceRuntime:
         if self.crash_after_tasks is not None and self.executed >= self.crash_after_tasks:
             os._exit(1)  # chaos: the device dies mid-task, with more tasks queued
         model = self.models[req.model][req.variant]
-        xt, yt = torch.from_numpy(x).to(self.torch_device), torch.from_numpy(y).to(
-            self.torch_device)
+        # Ray hands over read-only arrays; torch wants writable ones.
+        xt = torch.tensor(x, device=self.torch_device)
+        yt = torch.tensor(y, device=self.torch_device)
         if self.torch_device.type == "cuda":
             torch.cuda.synchronize()
             start = time.perf_counter()
@@ -166,7 +167,7 @@ def spawn_fleet(profiles: tuple[DeviceProfile, ...], zoo: Mapping[str, ZooModel]
     handles = {}
     for p in profiles:
         cls = CloudWorker if p.kind == "cloud" else EdgeDevice
-        remote = ray.remote(cls).options(name=None, **_actor_options(p, fleet, have))
+        remote = ray.remote(cls).options(**_actor_options(p, fleet, have))
         handles[p.name] = remote.remote(
             p, zoo_ref, crash_after_tasks=crash_after_tasks if p.name == crash_device else None)
     ray.get([h.ready.remote() for h in handles.values()])

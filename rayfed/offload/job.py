@@ -1,0 +1,154 @@
+"""What ``jobs/offload.py`` runs: every chosen policy on one stream, with a live
+progress display, ``summary.json``, MLflow metrics and a latency CDF PNG per policy.
+
+``summary.json`` holds, per policy, ``p50_latency_ms``, ``p95_latency_ms``,
+``deadline_miss_rate``, ``makespan_s`` (and more), and the workload's
+``lower_bound_makespan_s``; with ``greedy_eft``, ``threshold`` and ``all_cloud``
+in the run, an ``acceptance`` block compares them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rayfed.offload.config import OffloadJobConfig
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = ("p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "deadline_miss_rate",
+                 "makespan_s", "offload_fraction", "int8_fraction", "decision_us_p50")
+
+
+def acceptance(policies: dict[str, dict[str, Any]], lower_bound_s: float) -> dict[str, Any]:
+    """Issue 6's criteria, computed from the run (``None`` where a policy is missing)."""
+    out: dict[str, Any] = {}
+    g = policies.get("greedy_eft")
+    if g is None:
+        return out
+    for base in ("threshold", "all_cloud"):
+        if base in policies:
+            b = policies[base]["p95_latency_ms"]
+            out[f"p95_reduction_vs_{base}"] = 1.0 - g["p95_latency_ms"] / b
+    out["makespan_over_lower_bound"] = g["makespan_s"] / lower_bound_s
+    out["passed"] = (all(v >= 0.30 for k, v in out.items() if k.startswith("p95_reduction"))
+                     and out["makespan_over_lower_bound"] <= 1.25)
+    return out
+
+
+def _table(summary: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"offloading: {summary['num_tasks']} tasks at "
+                        f"{summary['arrival_rate']}/s; makespan lower bound "
+                        f"{summary['lower_bound_makespan_s']:.2f} s")
+    table.add_column("policy")
+    for c in TABLE_COLUMNS:
+        table.add_column(c, justify="right")
+    for name, s in summary["policies"].items():
+        table.add_row(name, *(f"{s[c]:.3f}" if isinstance(s[c], float) else str(s[c])
+                              for c in TABLE_COLUMNS))
+    return table
+
+
+def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
+                show_progress: bool = True) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rayfed.offload.metrics import lower_bound, plot_latency_cdfs, processing_times, summarize
+    from rayfed.offload.policies import POLICIES
+    from rayfed.offload.runner import OffloadRun
+    from rayfed.tracking import NullTracker, Tracker
+    from rayfed.tracking.mlflow import MlflowTracker
+
+    cfg = job.offload
+    console = Console()
+    out_dir = Path(job.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = out_dir / "summary.json"
+    tracker: Tracker = (MlflowTracker(uri=job.tracking.uri, experiment=job.tracking.experiment,
+                                      run_name=job.name)
+                        if job.tracking.enabled else NullTracker())
+    policies = list(POLICIES) if cfg.policy == "all" else [cfg.policy]
+    try:
+        tracker.start(params=asdict(cfg), tags={"job": "offload"})
+        with OffloadRun(cfg) as run:
+            tasks = run.stream()
+            results = {}
+            with Progress(TextColumn("[bold]{task.description:>14}"), BarColumn(),
+                          MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                          disable=not show_progress) as progress:
+                for name in policies:
+                    bar = progress.add_task(name, total=len(tasks))
+                    results[name] = run.run_policy(
+                        name, tasks, on_progress=lambda n, bar=bar: progress.update(
+                            bar, completed=n))
+                    progress.update(bar, completed=len(tasks))
+            records = [r for res in results.values() for r in res.records]
+            names, proc = processing_times(tasks, run.profiles, records, run.rates,
+                                           max_accuracy_drop=cfg.max_accuracy_drop)
+            lb = lower_bound(tasks, run.profiles, names, proc)
+            profiles, kinds = run.profiles, run.kinds
+        per_policy = {n: summarize(r, profiles) for n, r in results.items()}
+        for s in per_policy.values():
+            s["makespan_over_lower_bound"] = s["makespan_s"] / lb
+        summary: dict[str, Any] = {
+            "status": "FINISHED", "num_tasks": cfg.num_tasks, "arrival_rate": cfg.arrival_rate,
+            "lower_bound_makespan_s": lb, "policies": per_policy,
+            "acceptance": acceptance(per_policy, lb),
+            "kinds": {n: {"flops": k.flops, "input_bytes": k.input_bytes,
+                          "output_bytes": k.output_bytes, "complexity": k.complexity,
+                          "accuracy": dict(k.accuracy)} for n, k in kinds.items()},
+            "fastest_compute_ms": {n: {p.name: float(proc[i, d] * 1e3)
+                                       for d, p in enumerate(profiles)}
+                                   for i, n in enumerate(names)},
+            "mlflow_run_id": tracker.run_id, "summary_path": str(summary_path),
+        }
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        (out_dir / "config.yaml").write_text(resolved_yaml or json.dumps(asdict(job), indent=2))
+        for i, (name, s) in enumerate(per_policy.items()):
+            tracker.log_metrics({f"{name}.{k}": v for k, v in s.items()
+                                 if isinstance(v, int | float)}, step=i)
+        tracker.log_metrics({"lower_bound_makespan_s": lb}, step=0)
+        for plot in plot_latency_cdfs(results, out_dir / "plots"):
+            tracker.log_artifact(plot, artifact_path="plots")
+        tracker.log_artifact(summary_path)
+        tracker.log_artifact(out_dir / "config.yaml")
+        tracker.finish("FINISHED")
+        console.print(_table(summary))
+        return summary
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        summary_path.write_text(json.dumps({
+            "status": status, "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=5)}, indent=2) + "\n")
+        tracker.finish(status)
+        raise
+
+
+def run_from_hydra(dict_cfg: Any) -> float | None:
+    """Body of ``jobs/offload.py``: convert, check, start Ray, run."""
+    import ray
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from rayfed.offload.config import check_offload, to_offload_config
+
+    job = to_offload_config(dict_cfg)
+    job.output_dir = HydraConfig.get().runtime.output_dir
+    check_offload(job.offload)
+    if not ray.is_initialized():
+        address = job.ray_address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=job.num_cpus, include_dashboard=False, configure_logging=False)
+    summary = run_offload(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
+    g = summary["policies"].get("greedy_eft")
+    return float(g["p95_latency_ms"]) if g else None

@@ -1,0 +1,231 @@
+"""The scheduler actor: replays a task stream and places each task as it arrives.
+
+Per task, in order: admit (bounded intake; a full intake blocks the stream —
+backpressure) → snapshot live load → estimate every (device, variant) with the
+cost model → ``decide`` (a pure policy) → dispatch, or hold the task while the
+chosen queue is full → on completion, decrement the device's load and update
+its EWMA rate → on a device's death, mark it dead, drop its load, and put each
+of its tasks back at the front of the line (counted as a reassignment).
+
+:class:`LoadLedger` is the live load, a plain class; :class:`Scheduler` is an
+asyncio Ray actor, the only part here that touches Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from rayfed.data.datasets import ArrayDataset
+from rayfed.errors import RayfedError
+from rayfed.offload.cost import DeviceLoad, RateTable, candidates, rate_key
+from rayfed.offload.devices import TaskRequest, TaskResult
+from rayfed.offload.policies import Placement, get_policy
+from rayfed.offload.profiles import DeviceProfile
+from rayfed.offload.tasks import Task
+from rayfed.offload.zoo import batch
+
+
+class LoadLedger:
+    """Outstanding predicted compute per device, task by task, so that it returns to
+    exactly zero when every task has completed (no floating-point drift)."""
+
+    def __init__(self, profiles: Sequence[DeviceProfile], *, capacity: int) -> None:
+        self.profiles = {p.name: p for p in profiles}
+        self.capacity = capacity
+        self.inflight: dict[str, dict[int, float]] = {p.name: {} for p in profiles}
+        self.dead: set[str] = set()
+
+    def add(self, device: str, task_id: int, predicted_s: float) -> None:
+        self.inflight[device][task_id] = predicted_s
+
+    def remove(self, device: str, task_id: int) -> None:
+        self.inflight[device].pop(task_id, None)
+
+    def kill(self, device: str) -> None:
+        self.dead.add(device)
+        self.inflight[device].clear()
+
+    def snapshot(self) -> list[DeviceLoad]:
+        return [DeviceLoad(profile=p, outstanding_s=sum(self.inflight[n].values()),
+                           outstanding_tasks=len(self.inflight[n]), capacity=self.capacity,
+                           alive=n not in self.dead)
+                for n, p in self.profiles.items()]
+
+    def outstanding(self) -> dict[str, tuple[float, int]]:
+        return {n: (sum(t.values()), len(t)) for n, t in self.inflight.items()}
+
+    def total_tasks(self) -> int:
+        return sum(len(t) for t in self.inflight.values())
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_id: int
+    kind: str
+    origin: str
+    device: str
+    variant: str
+    arrival_s: float
+    finish_s: float
+    deadline_s: float
+    predicted_finish_s: float
+    compute_s: float
+    bytes_moved: int
+    energy_j: float
+    accuracy: float
+    attempts: int
+
+    @property
+    def latency_s(self) -> float:
+        return self.finish_s - self.arrival_s
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    policy: str
+    records: tuple[TaskRecord, ...]
+    reassignments: int
+    dead_devices: tuple[str, ...]
+    decision_s: tuple[float, ...]
+    outstanding: Mapping[str, tuple[float, int]]
+    max_intake: int
+
+
+class Scheduler:
+    """Asyncio Ray actor placing a stream of tasks on device actors."""
+
+    def __init__(self, profiles: Sequence[DeviceProfile], devices: Mapping[str, Any],
+                 rates: RateTable, data: Mapping[str, ArrayDataset], *, policy: str,
+                 queue_capacity: int, intake_capacity: int, max_accuracy_drop: float,
+                 threshold: float, seed: int) -> None:
+        self.profiles = {p.name: p for p in profiles}
+        self.devices = dict(devices)
+        self.rates = rates
+        self.data = data
+        self.policy_name = policy
+        self.policy = get_policy(policy)
+        self.ledger = LoadLedger(profiles, capacity=queue_capacity)
+        self.intake_capacity = intake_capacity
+        self.max_accuracy_drop = max_accuracy_drop
+        self.threshold = threshold
+        self.seed = seed
+
+    async def loads(self) -> dict[str, tuple[float, int]]:
+        return self.ledger.outstanding()
+
+    async def progress(self) -> int:
+        """Tasks completed so far in the current stream."""
+        return len(getattr(self, "_records", ()))
+
+    async def run_stream(self, tasks: Sequence[Task]) -> StreamResult:
+        self._t0 = time.monotonic()
+        self._intake: deque[Task] = deque()
+        self._retry: deque[Task] = deque()
+        self._wake, self._space = asyncio.Event(), asyncio.Event()
+        self._records: list[TaskRecord] = []
+        self._attempts: dict[int, int] = {}
+        self._pending: set[asyncio.Task] = set()
+        self._error: BaseException | None = None
+        self._reassigned, self._max_intake = 0, 0
+        decision_s: list[float] = []
+        producer = asyncio.create_task(self._produce(tasks))
+        while len(self._records) < len(tasks):
+            if self._error is not None:
+                raise self._error
+            line = self._retry or self._intake
+            if not line:
+                await self._sleep_until_woken()
+                continue
+            task = line[0]
+            start = time.perf_counter()
+            placement = self._decide(task)
+            decision_s.append(time.perf_counter() - start)
+            if placement is None:
+                if self.ledger.total_tasks() == 0:
+                    raise RayfedError(
+                        f"policy {self.policy_name!r} has nowhere to run task {task.task_id} "
+                        f"({task.kind.name}); dead devices: {sorted(self.ledger.dead)}")
+                await self._sleep_until_woken()
+                continue
+            line.popleft()
+            self._space.set()
+            self._dispatch(task, placement)
+        await producer
+        return StreamResult(policy=self.policy_name, records=tuple(self._records),
+                            reassignments=self._reassigned,
+                            dead_devices=tuple(sorted(self.ledger.dead)),
+                            decision_s=tuple(decision_s), outstanding=self.ledger.outstanding(),
+                            max_intake=self._max_intake)
+
+    def _now(self) -> float:
+        return time.monotonic() - self._t0
+
+    async def _sleep_until_woken(self) -> None:
+        self._wake.clear()
+        await self._wake.wait()
+
+    async def _produce(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            delay = task.arrival_s - self._now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while len(self._intake) >= self.intake_capacity:  # backpressure
+                self._space.clear()
+                await self._space.wait()
+            self._intake.append(task)
+            self._max_intake = max(self._max_intake, len(self._intake))
+            self._wake.set()
+
+    def _decide(self, task: Task) -> Placement | None:
+        est = candidates(task, self.ledger.snapshot(), self.profiles[task.origin],
+                         self.rates.rates, now_s=self._now(),
+                         max_accuracy_drop=self.max_accuracy_drop)
+        return self.policy(task, est, threshold=self.threshold, seed=self.seed)
+
+    def _dispatch(self, task: Task, placement: Placement) -> None:
+        k, est = task.kind, placement.estimate
+        x, y = batch(self.data[k.model], start=task.batch_start, size=k.batch_size)
+        req = TaskRequest(task_id=task.task_id, kind=k.name, model=k.model, op=k.op,
+                          variant=placement.variant, transfer_in_s=est.transfer_in_s,
+                          transfer_out_s=est.transfer_out_s)
+        ref = self.devices[placement.device].run.remote(req, x, y if k.op == "train" else y[:0])
+        self.ledger.add(placement.device, task.task_id, est.compute_s)
+        self._attempts[task.task_id] = self._attempts.get(task.task_id, 0) + 1
+        job = asyncio.create_task(self._complete(task, placement, ref))
+        self._pending.add(job)
+        job.add_done_callback(self._pending.discard)
+
+    async def _complete(self, task: Task, placement: Placement, ref: ray.ObjectRef) -> None:
+        device = placement.device
+        try:
+            res: TaskResult = await ref
+        except ray.exceptions.RayActorError:
+            # The device died: its load goes, the task goes back to the front of the line.
+            self.ledger.kill(device)
+            self._reassigned += 1
+            self._retry.append(task)
+            self._wake.set()
+            return
+        except Exception as exc:
+            self._error = RayfedError(f"task {task.task_id} ({task.kind.name}, "
+                                      f"{placement.variant}) failed on {device}: {exc}")
+            self._wake.set()
+            return
+        self.ledger.remove(device, task.task_id)
+        self.rates.observe(device, rate_key(task.kind.name, res.variant),
+                           flops=max(task.kind.flops, 1), seconds=res.compute_s)
+        est = placement.estimate
+        self._records.append(TaskRecord(
+            task_id=task.task_id, kind=task.kind.name, origin=task.origin, device=device,
+            variant=res.variant, arrival_s=task.arrival_s, finish_s=self._now(),
+            deadline_s=task.deadline_s, predicted_finish_s=est.finish_s,
+            compute_s=res.compute_s, bytes_moved=est.bytes_moved, energy_j=est.energy_j,
+            accuracy=est.accuracy, attempts=self._attempts[task.task_id]))
+        self._wake.set()
