@@ -129,6 +129,38 @@ class CheckpointConfig:
     keep_last: int = 2
 
 
+PRIVACY_MODES = ("none", "local_dp", "central_dp")
+ACCOUNTANTS = ("rdp", "prv")
+NOISE_PLACEMENTS = ("server", "clients")
+GRAD_SAMPLE_MODES = ("hooks", "functorch")
+
+
+@dataclass
+class PrivacyConfig:
+    """Differential privacy (``conf/privacy/``); logic in ``rayfed.privacy``.
+
+    ``local_dp``: record-level DP-SGD at each participant (Abadi et al. 2016);
+    ``clipping_norm`` is the per-sample ``max_grad_norm``. ``central_dp``:
+    user-level DP-FedAvg (McMahan et al. 2018); ``clipping_norm`` bounds each
+    participant's update.
+    """
+
+    name: str = "none"
+    # With a target and no noise_multiplier, σ is solved for the planned run;
+    # with both, σ is used and the target is enforced as a budget.
+    target_epsilon: float | None = None
+    # null: 1 / (10 · number of protected units), below 1/num_examples.
+    delta: float | None = None
+    noise_multiplier: float | None = None
+    clipping_norm: float = 1.0
+    accountant: str = "rdp"
+    noise_placement: str = "server"
+    secure_rng: bool = False
+    # Per-sample gradients for local_dp; hooks measured fastest for our models
+    # (benchmarks/dp_overhead.py, docs/privacy.md).
+    grad_sample_mode: str = "hooks"
+
+
 @dataclass
 class FaultConfig:
     """Chaos injection for testing the failure paths with real actors."""
@@ -156,6 +188,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     # Where summary.json and plots go; the job sets it to Hydra's run directory.
     output_dir: str = "."
 
@@ -316,6 +349,9 @@ def validate(cfg: Config) -> list[str]:
                            *cfg.faults.crash_clients) if not 0 <= i < fl.num_clients]
     _check(p, not bad_ids,
            f"faults: participant ids {bad_ids} are outside 0..fl.num_clients-1")
+    from rayfed.privacy.settings import privacy_problems
+
+    p.extend(privacy_problems(cfg))
     return p
 
 

@@ -21,7 +21,7 @@ from rayfed.config import Config, validate
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("dataset", "model", "partition", "strategy", "experiment")
+GROUPS = ("dataset", "model", "partition", "strategy", "privacy", "experiment")
 _MAX_COMPOSE_TRIES = 20
 
 

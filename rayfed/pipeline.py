@@ -90,7 +90,9 @@ StageFactory = Callable[[Config], list[Stage]]
 
 
 def _factories() -> tuple[StageFactory, ...]:
-    return ()
+    from rayfed.privacy.stages import privacy_stages
+
+    return (privacy_stages,)
 
 
 def build_pipeline(cfg: Config) -> Pipeline:
