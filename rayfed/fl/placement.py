@@ -129,7 +129,7 @@ class Placement:
             **_resource_options(runtime),
         }
         remote_cls = ray.remote(HostActor).options(**options)
-        self.actors = [remote_cls.remote(cfg) for _ in range(num_actors)]
+        self.actors: list[Any] = [remote_cls.remote(cfg) for _ in range(num_actors)]
         self.num_cpus_per_actor = num_cpus
         # Actors seen dying, and the `ready` call that resolves once they restarted.
         self._restarting: dict[int, ray.ObjectRef] = {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rayfed.types import Failure, FitRes, PartialAggregate, RoundDecision
+from rayfed.types import Failure, FailureKind, FitRes, PartialAggregate, RoundDecision
 
 
 def select_participants(rng: np.random.Generator, *, num_clients: int, k: int) -> list[int]:
@@ -91,6 +91,7 @@ def _accept_partial(
     """A partial sum is accepted whole or not at all: it cannot be split."""
     ids = r.participant_ids
     problem = None
+    kind: FailureKind = "error"
     if r.server_round != server_round:
         kind, problem = "late", (f"partial aggregate for round {r.server_round} arrived in "
                                  f"round {server_round}")

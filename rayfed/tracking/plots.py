@@ -21,8 +21,14 @@ def plot_rounds(history: Sequence[RoundResult], out_dir: Path) -> list[Path]:
     paths = []
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    ax.plot([r.server_round for r in evals], [r.test_accuracy for r in evals], marker="o",
-            markersize=3, color="#1f77b4", label="global test accuracy")
+    ax.plot(
+        [r.server_round for r in evals],
+        [float(r.test_accuracy or 0.0) for r in evals],
+        marker="o",
+        markersize=3,
+        color="#1f77b4",
+        label="global test accuracy",
+    )
     for i, rnd in enumerate(aborted):
         ax.axvline(rnd, color="#d62728", alpha=0.3, lw=1, label="aborted round" if i == 0 else None)
     ax.set(xlabel="round", ylabel="accuracy", title="Test accuracy per round", ylim=(0, 1.02))
@@ -34,10 +40,20 @@ def plot_rounds(history: Sequence[RoundResult], out_dir: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    ax.plot([r.server_round for r in trained], [r.train_loss for r in trained], marker=".",
-            color="#ff7f0e", label="participants' train loss")
-    ax.plot([r.server_round for r in evals], [r.test_loss for r in evals], marker=".",
-            color="#2ca02c", label="global test loss")
+    ax.plot(
+        [r.server_round for r in trained],
+        [float(r.train_loss or 0.0) for r in trained],
+        marker=".",
+        color="#ff7f0e",
+        label="participants' train loss",
+    )
+    ax.plot(
+        [r.server_round for r in evals],
+        [float(r.test_loss or 0.0) for r in evals],
+        marker=".",
+        color="#2ca02c",
+        label="global test loss",
+    )
     ax.set(xlabel="round", ylabel="cross-entropy", title="Loss per round")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")

@@ -111,7 +111,7 @@ def test_failed_run_is_marked_failed(tmp_path, ray_session):
     # 400 participants with >= 10 samples each cannot be cut from 1,437 digits:
     # the participants' actors fail while building their shards.
     cfg = composed(tmp_path, ["fl.num_clients=400", "partition.min_samples=10"])
-    with pytest.raises(Exception, match="partition.min_samples"):
+    with pytest.raises(Exception, match=r"partition\.min_samples"):
         run_federated(cfg, show_progress=False)
     summary = json.loads((Path(cfg.output_dir) / "summary.json").read_text())
     assert summary["status"] == "FAILED" and "partition.min_samples" in summary["error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -31,10 +32,8 @@ class PeakMemory:
         me = psutil.Process(os.getpid())
         total = 0
         for p in [me, *me.children(recursive=True)]:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                 total += p.memory_full_info().pss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
         return total
 
     def _run(self) -> None:
