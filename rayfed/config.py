@@ -161,6 +161,28 @@ class PrivacyConfig:
     grad_sample_mode: str = "hooks"
 
 
+COMPRESSION_CODECS = ("none", "int8", "topk")
+FINAL_MODEL_FORMATS = ("none", "int8")
+
+
+@dataclass
+class CompressionConfig:
+    """Update compression on the wire and int8 export of the final model
+    (``conf/compression/``); logic in ``rayfed.compression``."""
+
+    # Update codec: stochastic int8 per tensor, or top-k with error feedback.
+    name: str = "none"
+    # topk: share of the update's coordinates each participant sends per round.
+    topk_ratio: float = 0.01
+    # int8: post-training quantization of the final global model.
+    final_model: str = "none"
+    # Server-side examples (drawn from its held-out split) that calibrate static
+    # quantization's activation ranges; the rest measure fp32 vs int8 accuracy.
+    calibration_examples: int = 64
+    # Batch size of the CPU latency measurement.
+    latency_batch_size: int = 64
+
+
 @dataclass
 class FaultConfig:
     """Chaos injection for testing the failure paths with real actors."""
@@ -188,6 +210,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     # Where summary.json and plots go; the job sets it to Hydra's run directory.
     output_dir: str = "."
@@ -349,6 +372,9 @@ def validate(cfg: Config) -> list[str]:
                            *cfg.faults.crash_clients) if not 0 <= i < fl.num_clients]
     _check(p, not bad_ids,
            f"faults: participant ids {bad_ids} are outside 0..fl.num_clients-1")
+    from rayfed.compression.settings import compression_problems
+
+    p.extend(compression_problems(cfg))
     from rayfed.privacy.settings import privacy_problems
 
     p.extend(privacy_problems(cfg))

@@ -21,7 +21,7 @@ from rayfed.config import Config, validate
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("dataset", "model", "partition", "strategy", "privacy", "experiment")
+GROUPS = ("dataset", "model", "partition", "strategy", "privacy", "compression", "experiment")
 _MAX_COMPOSE_TRIES = 20
 
 
@@ -118,6 +118,7 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from rayfed.compression.final import export_final_model
     from rayfed.fl.orchestrator import Orchestrator
     from rayfed.tracking import NullTracker, Tracker
     from rayfed.tracking.mlflow import MlflowTracker
@@ -146,6 +147,13 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
                                 info=f"{acc}reported={r.num_reported}/{r.num_selected} "
                                      f"{r.seconds:.2f}s")
         summary = orch.summary(status="FINISHED")
+        orch.evaluate()  # leaves the final global weights in orch.model
+        final = export_final_model(orch.model, orch._x_test, orch._y_test, cfg=cfg.compression,
+                                   data_seed=cfg.dataset.seed, out_dir=out_dir)
+        summary.update(final.summary)
+        if final.report is not None and final.path is not None:
+            tracker.log_metrics(final.report.metrics(), step=cfg.fl.rounds)
+            tracker.log_artifact(final.path, artifact_path="model_int8")
         summary["summary_path"] = str(summary_path)
         _write_json(summary_path, summary)
         (out_dir / "config.yaml").write_text(resolved_yaml or json.dumps(asdict(cfg), indent=2))

@@ -35,6 +35,9 @@ class UpdateContext:
     rng: np.random.Generator
     # Per-participant, per-stage state carried across rounds (keyed by stage name).
     state: dict[str, Any] = field(default_factory=dict)
+    # Sizes of the model's parameter tensors, in the order they lie in the flat
+    # update (per-tensor codecs need the boundaries); empty = one tensor.
+    tensor_sizes: tuple[int, ...] = ()
 
 
 @runtime_checkable
@@ -90,9 +93,10 @@ StageFactory = Callable[[Config], list[Stage]]
 
 
 def _factories() -> tuple[StageFactory, ...]:
+    from rayfed.compression.stages import compression_stages
     from rayfed.privacy.stages import privacy_stages
 
-    return (privacy_stages,)
+    return (privacy_stages, compression_stages)
 
 
 def build_pipeline(cfg: Config) -> Pipeline:

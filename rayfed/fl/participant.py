@@ -98,7 +98,8 @@ class Participant:
         if self.pipeline.stages:
             ctx = UpdateContext(self.participant_id, ins.server_round, num_examples,
                                 rng=np.random.default_rng(ins.seed),
-                                state=state.get("stages", {}))
+                                state=state.get("stages", {}),
+                                tensor_sizes=tuple(p.numel() for p in self.model.parameters()))
             payload = self.pipeline.encode(delta, ctx)
             state["stages"] = ctx.state
         else:

@@ -1,0 +1,73 @@
+"""The end-of-run step: int8 export of the final global model, with its numbers.
+
+``rayfed.launch.run_federated`` calls :func:`export_final_model` once training is
+over; this module turns the config into a call of
+:func:`rayfed.compression.quantize.quantize_final_model`, writes the quantized
+model as a TorchScript file (loadable with ``torch.jit.load``, no rayfed needed
+on the device) and returns the keys ``summary.json`` gains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rayfed.compression.quantize import (
+    QuantizationReport,
+    accuracy,
+    quantize_final_model,
+    serialized_bytes,
+)
+from rayfed.config import CompressionConfig
+
+ARTIFACT_NAME = "model_int8.pt"
+
+
+@dataclass(frozen=True)
+class FinalModelExport:
+    summary: dict[str, Any]
+    report: QuantizationReport | None = None
+    path: Path | None = None
+
+
+def save_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """Trace ``model`` (quantized modules script poorly) and save it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode():
+        traced = torch.jit.trace(model, example)
+    torch.jit.save(traced, str(path))
+    return path
+
+
+def export_final_model(model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                       cfg: CompressionConfig, data_seed: int,
+                       out_dir: Path) -> FinalModelExport:
+    """Measure (and with ``final_model=int8`` quantize and save) the final model.
+
+    Without int8 export the fp32 numbers are still reported, on the full test
+    split, and the int8 keys are ``None``.
+    """
+    if cfg.final_model == "none":
+        return FinalModelExport({"model_bytes_fp32": serialized_bytes(model),
+                                 "model_bytes_int8": None,
+                                 "accuracy_fp32": accuracy(model, x_test, y_test),
+                                 "accuracy_int8": None})
+    rng = np.random.default_rng([data_seed, 0xCA1B])
+    qmodel, report = quantize_final_model(
+        model, x_test, y_test, num_calibration=cfg.calibration_examples,
+        latency_batch_size=cfg.latency_batch_size, rng=rng)
+    path = save_torchscript(qmodel, x_test[:1], out_dir / ARTIFACT_NAME)
+    details = asdict(report)
+    details.update(size_ratio=report.size_ratio, latency_ratio=report.latency_ratio,
+                   torch_threads=torch.get_num_threads(), artifact=str(path))
+    summary = {"model_bytes_fp32": report.model_bytes_fp32,
+               "model_bytes_int8": report.model_bytes_int8,
+               "accuracy_fp32": report.accuracy_fp32,
+               "accuracy_int8": report.accuracy_int8,
+               "final_model_quantization": details}
+    return FinalModelExport(summary, report, path)
