@@ -156,6 +156,14 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
             tracker.log_artifact(final.path, artifact_path="model_int8")
         summary["summary_path"] = str(summary_path)
         _write_json(summary_path, summary)
+        if orch.privacy is not None:
+            ledger_path = out_dir / "privacy_ledger.json"
+            _write_json(ledger_path, {**orch.privacy.summary(),
+                                      "events": orch.privacy.ledger_rows()})
+            tracker.log_artifact(ledger_path)
+            if orch.privacy.budget_exhausted:
+                console.print(f"[yellow]{orch.privacy.reason}; the model and a checkpoint "
+                              "were saved")
         (out_dir / "config.yaml").write_text(resolved_yaml or json.dumps(asdict(cfg), indent=2))
         for plot in plot_rounds(orch.history, out_dir / "plots"):
             tracker.log_artifact(plot, artifact_path="plots")

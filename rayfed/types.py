@@ -52,11 +52,14 @@ class PartialAggregate:
     server_round: int
     participant_ids: tuple[int, ...]
     num_examples: tuple[int, ...]
-    # Σ num_examples_i · delta_i, in float64.
+    # Σ num_examples_i · delta_i, in float64 (Σ delta_i, weight 1, under
+    # user-level DP: DP-FedAvg sums clipped updates).
     weighted_sum: np.ndarray
     payload_bytes: int
     train_loss_sum: float
     states: dict[int, bytes] = field(default_factory=dict)
+    # Each metric's maximum over the participants (e.g. record-level DP's epsilon).
+    max_metrics: dict[str, float] = field(default_factory=dict)
 
 
 FailureKind = Literal["error", "crash", "timeout", "late", "cancelled"]

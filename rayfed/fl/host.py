@@ -40,6 +40,8 @@ class ParticipantHost:
         self._model = build_model(spec)
         self._training = LocalTraining.from_config(cfg)
         self.pipeline = build_pipeline(cfg)
+        # User-level DP (DP-FedAvg) sums clipped updates with weight 1.
+        self._unit_weights = cfg.privacy.name == "central_dp"
         self._participants: dict[int, Participant] = {}
         # The first optimizer a process builds imports torch._dynamo (~1 s); pay it
         # while the actor starts, not inside the first round's deadline.
@@ -98,6 +100,7 @@ class ParticipantHost:
         payload = 0
         loss_sum = 0.0
         states: dict[int, bytes] = {}
+        max_metrics: dict[str, float] = {}
         failures: list[PartialAggregate | Failure] = []
         for r in self.fit(server_round, global_weights, tasks, should_stop):
             if isinstance(r, Failure):
@@ -110,17 +113,19 @@ class ParticipantHost:
                 failures.append(Failure(r.participant_id, server_round, "error",
                                         "update rejected: no examples or non-finite values"))
             else:
-                total += np.float64(r.num_examples) * r.delta
+                total += (1.0 if self._unit_weights else np.float64(r.num_examples)) * r.delta
                 ids.append(r.participant_id)
                 counts.append(r.num_examples)
                 payload += r.payload_bytes
                 loss_sum += r.metrics.get("train_loss", 0.0) * r.num_examples
                 if r.state is not None:
                     states[r.participant_id] = r.state
+                for k, v in r.metrics.items():
+                    max_metrics[k] = max(v, max_metrics.get(k, v))
         if not ids:
             return failures
         partial = PartialAggregate(server_round, tuple(ids), tuple(counts), total, payload,
-                                   loss_sum, states)
+                                   loss_sum, states, max_metrics)
         return [partial, *failures]
 
     def evaluate(

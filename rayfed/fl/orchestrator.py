@@ -28,6 +28,7 @@ from rayfed.fl.placement import Pending, Placement, start_ray
 from rayfed.fl.rounds import decide, num_participants, participant_seed, select_participants
 from rayfed.models import build_model, get_flat, set_flat, spec_from_config
 from rayfed.pipeline import build_pipeline
+from rayfed.privacy.server import BUDGET_EXHAUSTED, ServerPrivacy
 from rayfed.strategies import build_strategy
 from rayfed.tracking import NullTracker, Tracker
 from rayfed.train import evaluate
@@ -77,6 +78,7 @@ class Orchestrator:
                                    and cfg.runtime.placement == "pooled")
         self._config_hash = config_hash(cfg)
         self.pipeline = build_pipeline(cfg)
+        self.privacy = ServerPrivacy(cfg) if cfg.privacy.name != "none" else None
         self._ckpt: CheckpointDir | None = None
         run_id: str | None = None
         if cfg.checkpoint.enabled:
@@ -131,6 +133,7 @@ class Orchestrator:
             "history": list(self.history),
             "config_hash": self._config_hash,
             "mlflow_run_id": self.tracker.run_id,
+            "privacy": self.privacy.state_dict() if self.privacy else None,
         }
 
     def _restore(self, state: dict[str, Any]) -> str | None:
@@ -145,6 +148,8 @@ class Orchestrator:
         self.client_states = dict(state["client_states"])
         self.history = list(state["history"])
         self.next_round = state["server_round"] + 1
+        if self.privacy is not None and state.get("privacy") is not None:
+            self.privacy.load_state_dict(state["privacy"])
         log.info("resumed from round %d", state["server_round"])
         run_id: str | None = state["mlflow_run_id"]
         return run_id
@@ -154,6 +159,10 @@ class Orchestrator:
     def rounds(self) -> Iterator[RoundResult]:
         """Run the remaining rounds, yielding each one's result as it ends."""
         while self.next_round <= self.cfg.fl.rounds:
+            if self.privacy is not None and not self.privacy.begin_round(self.next_round):
+                if self._ckpt:  # the stop itself is saved, so a resume stays stopped
+                    self._ckpt.save(self.next_round - 1, self._state())
+                return
             result = self.run_round(self.next_round)
             self.history.append(result)
             self.next_round += 1
@@ -168,8 +177,11 @@ class Orchestrator:
         cfg = self.cfg
         t0 = time.perf_counter()
         # 1. Select participants.
-        selected = select_participants(self.rng, num_clients=cfg.fl.num_clients,
+        def uniform() -> list[int]:
+            return select_participants(self.rng, num_clients=cfg.fl.num_clients,
                                        k=clients_per_round(cfg.fl))
+
+        selected = self.privacy.select(self.rng, uniform) if self.privacy else uniform()
         # 2. Broadcast: one copy of the weights in the object store for everyone.
         weights_ref = ray.put(self.weights)
         down = len(pickle.dumps(self.weights, protocol=5)) * len(selected)
@@ -189,6 +201,8 @@ class Orchestrator:
         failures = tuple(f for f in decision.rejected if f.server_round == server_round)
         self.placement.note_crashes([f.participant_id for f in failures if f.kind == "crash"])
         accepted = decision.accepted
+        if self.privacy is not None:
+            self.privacy.observe(accepted)
         common = dict(server_round=server_round, num_selected=len(selected),
                       num_reported=sum(num_participants(r) for r in accepted),
                       num_failed=len(failures),
@@ -223,7 +237,13 @@ class Orchestrator:
         """Update the global weights; return the participants' mean train loss."""
         fits = [r for r in accepted if isinstance(r, FitRes)]
         partials = [r for r in accepted if isinstance(r, PartialAggregate)]
-        if not partials:
+        if self.privacy is not None and self.privacy.unit_weights:
+            # DP-FedAvg: Σ clip(Δ_i) (weight 1; partial sums are built the same way),
+            # noised and divided by the expected, not the actual, participant count.
+            total = np.sum([p.weighted_sum for p in partials] + [r.delta for r in fits],
+                           axis=0, dtype=np.float64)
+            self.weights = self.strategy.apply(self.weights, self.privacy.release(total))
+        elif not partials:
             self.weights = self.strategy.aggregate(self.weights, [r.delta for r in fits],
                                                    [r.num_examples for r in fits])
         else:
@@ -307,6 +327,8 @@ class Orchestrator:
                             ("accuracy", r.test_accuracy)):
             if value is not None:
                 metrics[name] = value
+        if self.privacy is not None:
+            metrics.update(self.privacy.metrics())
         self.tracker.log_metrics(metrics, step=r.server_round)
 
     # -- results -----------------------------------------------------------
@@ -315,7 +337,10 @@ class Orchestrator:
         completed = [r for r in self.history if r.status == "completed"]
         evals = [r for r in self.history if r.test_accuracy is not None]
         seconds = [r.seconds for r in self.history]
+        if self.privacy is not None and self.privacy.budget_exhausted and status == "FINISHED":
+            status = BUDGET_EXHAUSTED
         return {
+            **(self.privacy.summary() if self.privacy else {}),
             "status": status,
             "final_accuracy": evals[-1].test_accuracy if evals else None,
             "final_loss": evals[-1].test_loss if evals else None,

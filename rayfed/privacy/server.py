@@ -1,0 +1,119 @@
+"""What the round loop asks of privacy, in one thin object.
+
+* whom to select (Poisson sampling under user-level DP);
+* whether a round may run: the ledger is checked *before* the round spends, and a
+  round that would take ε past ``privacy.target_epsilon`` is refused, which
+  stops the run with status ``budget_exhausted``;
+* the released update: DP-FedAvg's noised, fixed-denominator mean;
+* what to track: ε, δ, σ, C per round, the ledger, and at record level the
+  largest ε any participant has reported (each participant keeps its own
+  accountant in its carried state; see ``rayfed.privacy.dpsgd``).
+
+Its state goes into the server's checkpoint, so a resumed run continues the same
+ledger and never resets ε.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from rayfed.config import Config
+from rayfed.privacy.settings import user_level_plan
+from rayfed.privacy.user_level import UserLevelDp
+from rayfed.types import Failure, FitRes, PartialAggregate
+
+log = logging.getLogger(__name__)
+
+BUDGET_EXHAUSTED = "budget_exhausted"
+
+
+class ServerPrivacy:
+    def __init__(self, cfg: Config) -> None:
+        self.mode = cfg.privacy.name
+        self.user = (UserLevelDp(user_level_plan(cfg), seed=cfg.seed)
+                     if self.mode == "central_dp" else None)
+        # Record level: the latest ε, δ and σ each participant reported.
+        self.record: dict[int, dict[str, float]] = {}
+        self.budget_exhausted = False
+        self.reason = ""
+
+    @property
+    def unit_weights(self) -> bool:
+        """DP-FedAvg sums clipped updates with weight 1 (its sensitivity is C)."""
+        return self.user is not None
+
+    def select(self, rng: np.random.Generator, default: Callable[[], list[int]]) -> list[int]:
+        return self.user.select(rng) if self.user is not None else default()
+
+    def begin_round(self, server_round: int) -> bool:
+        """Check the budget, then spend this round's event; False = stop the run."""
+        if self.user is None:
+            return True
+        verdict = self.user.check(server_round)
+        if not verdict.allowed:
+            self.budget_exhausted = True
+            self.reason = (f"privacy budget exhausted: round {server_round} would take ε from "
+                           f"{verdict.epsilon_now:.4f} to {verdict.epsilon_after:.4f}, past "
+                           f"privacy.target_epsilon={verdict.target_epsilon}; stopped before "
+                           f"it, the model of round {server_round - 1} is final")
+            log.warning(self.reason)
+            return False
+        # Spent before the round runs: even a round that aborts on quorum has
+        # sampled participants and may reveal something.
+        self.user.spend(server_round)
+        return True
+
+    def release(self, clipped_sum: np.ndarray) -> np.ndarray:
+        if self.user is None:
+            raise RuntimeError("release() is for privacy=central_dp")
+        return self.user.release(clipped_sum)
+
+    def observe(self, results: Sequence[FitRes | PartialAggregate | Failure]) -> None:
+        """Note the record-level ε that participants report with their updates."""
+        for r in results:
+            if isinstance(r, FitRes) and "epsilon" in r.metrics:
+                self.record[r.participant_id] = _privacy_metrics(r.metrics)
+            elif isinstance(r, PartialAggregate) and "epsilon" in r.max_metrics:
+                # A partial sum carries the maximum over its participants.
+                for pid in r.participant_ids:
+                    self.record[pid] = _privacy_metrics(r.max_metrics)
+
+    def metrics(self) -> dict[str, float]:
+        if self.user is not None:
+            return self.user.metrics()
+        if not self.record:
+            return {}
+        worst = max(self.record.values(), key=lambda m: m["epsilon"])
+        return {"epsilon": worst["epsilon"], "delta": worst["delta"],
+                "noise_multiplier": worst["noise_multiplier"],
+                "clipping_norm": worst["clipping_norm"]}
+
+    def summary(self) -> dict[str, Any]:
+        m = self.metrics()
+        return {"epsilon": m.get("epsilon"), "delta": m.get("delta"),
+                "noise_multiplier": m.get("noise_multiplier"),
+                "privacy": self.mode, "privacy_level": "user" if self.user else "record"}
+
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        if self.user is not None:
+            return self.user.ledger.rows()
+        return [{"participant_id": pid, **m} for pid, m in sorted(self.record.items())]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"user": self.user.state_dict() if self.user else None,
+                "record": dict(self.record), "budget_exhausted": self.budget_exhausted}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.user is not None and state["user"] is not None:
+            self.user.load_state_dict(state["user"])
+        self.record = dict(state["record"])
+        self.budget_exhausted = bool(state["budget_exhausted"])
+
+
+def _privacy_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(metrics[k]) for k in ("epsilon", "delta", "noise_multiplier",
+                                           "clipping_norm") if k in metrics}

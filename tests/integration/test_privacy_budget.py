@@ -1,0 +1,68 @@
+"""User-level DP-FedAvg on a local Ray: the budget stops the run, resume keeps ε."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from rayfed.config import PrivacyConfig
+from rayfed.fl.orchestrator import Orchestrator
+from rayfed.launch import run_federated
+from rayfed.privacy.accounting import DpEvent, epsilon
+from tests.conftest import small_config
+
+Q, SIGMA, DELTA = 0.5, 1.0, 1e-3
+
+
+def _central(**kw):
+    base = dict(name="central_dp", noise_multiplier=SIGMA, clipping_norm=0.5, delta=DELTA)
+    return PrivacyConfig(**{**base, **kw})
+
+
+def _rounds_within(target: float) -> int:
+    k = 0
+    while epsilon([DpEvent(Q, SIGMA, k + 1)], delta=DELTA) <= target:
+        k += 1
+    return k
+
+
+def test_small_target_stops_at_the_right_round(ray_session, tmp_path):
+    target = 4.0
+    expected = _rounds_within(target)
+    assert 1 <= expected < 8
+    cfg = small_config(tmp_path, privacy=_central(target_epsilon=target),
+                       fl=dict(rounds=8, clients_per_round=3, min_clients=1),
+                       checkpoint=dict(enabled=True))
+    summary = run_federated(cfg, show_progress=False)
+    assert summary["status"] == "budget_exhausted"
+    assert summary["rounds_completed"] + summary["rounds_aborted"] == expected
+    assert summary["epsilon"] <= target
+    assert summary["epsilon"] == pytest.approx(
+        epsilon([DpEvent(Q, SIGMA, expected)], delta=DELTA))
+    assert summary["noise_multiplier"] == SIGMA and summary["delta"] == DELTA
+    ledger = json.loads((tmp_path / "privacy_ledger.json").read_text())
+    assert [e["server_round"] for e in ledger["events"]] == list(range(1, expected + 1))
+
+
+def test_resume_keeps_epsilon(ray_session, tmp_path):
+    cfg = small_config(tmp_path, privacy=_central(),
+                       fl=dict(rounds=2, clients_per_round=3, min_clients=1),
+                       checkpoint=dict(enabled=True))
+    with Orchestrator(cfg) as orch:
+        for _ in orch.rounds():
+            pass
+        eps_two = orch.privacy.user.epsilon()
+        weights = orch.weights.copy()
+    assert eps_two == pytest.approx(epsilon([DpEvent(Q, SIGMA, 2)], delta=DELTA))
+    resumed = replace(cfg, resume=True, fl=replace(cfg.fl, rounds=3))
+    with Orchestrator(resumed) as orch:
+        assert orch.privacy.user.epsilon() == pytest.approx(eps_two)
+        np.testing.assert_array_equal(orch.weights, weights)
+        results = list(orch.rounds())
+        assert [r.server_round for r in results] == [3]
+        assert [e.server_round for e in orch.privacy.user.ledger.events] == [1, 2, 3]
+        assert orch.privacy.user.epsilon() == pytest.approx(
+            epsilon([DpEvent(Q, SIGMA, 3)], delta=DELTA))
