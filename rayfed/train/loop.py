@@ -55,17 +55,38 @@ def train_epoch(
     *,
     proximal_mu: float = 0.0,
     anchor: list[torch.Tensor] | None = None,
+    device: torch.device | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> TrainStats:
-    """One pass over ``batches``; returns the example-weighted mean loss."""
+    """One pass over ``batches``; returns the example-weighted mean loss.
+
+    ``device``: batches are copied there with ``non_blocking`` (overlapping the
+    copy with compute when the loader pins memory). ``autocast_dtype``: forward
+    pass under ``torch.autocast`` (bf16/fp16 AMP); ``scaler``: fp16 loss scaling.
+    ``model`` may be DDP-wrapped: DDP all-reduces gradients inside ``backward``.
+    """
     model.train()
-    loss_sum, seen, steps = 0.0, 0, 0
+    # The loss is summed on the device and read once: a float() per step would
+    # stall a GPU's queue on every batch.
+    loss_sum: torch.Tensor | float = 0.0
+    seen, steps = 0, 0
     params = [p for p in model.parameters() if p.requires_grad]
+    device_type = device.type if device is not None else "cpu"
     for xb, yb in batches:
         if len(xb) == 0:  # Poisson sampling (DP) can draw an empty batch
             continue
+        if device is not None:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
+        with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            loss = F.cross_entropy(model(xb), yb)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # the proximal term below is in true units
+        else:
+            loss.backward()
         if proximal_mu > 0 and anchor is not None:
             # d/dw (mu/2)||w - w0||² = mu (w - w0); added after backward so that it
             # is exact and never per-sample clipped under DP.
@@ -73,25 +94,35 @@ def train_epoch(
                 for p, p0 in zip(params, anchor, strict=True):
                     if p.grad is not None:
                         p.grad.add_(p - p0, alpha=proximal_mu)
-        optimizer.step()
-        loss_sum += float(loss.detach()) * len(xb)
+        if scaler is not None:
+            scaler.step(optimizer)  # skips the step if the fp16 gradients overflowed
+            scaler.update()
+        else:
+            optimizer.step()
+        loss_sum = loss_sum + loss.detach().float() * len(xb)
         seen += len(xb)
         steps += 1
-    return TrainStats(loss=loss_sum / max(seen, 1), num_examples=seen, steps=steps)
+    return TrainStats(loss=float(loss_sum) / max(seen, 1), num_examples=seen, steps=steps)
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 4096
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 4096,
+    device: torch.device | None = None, autocast_dtype: torch.dtype | None = None,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
     model.eval()
     if len(x) == 0:
         return float("nan"), float("nan")
     loss_sum, correct = 0.0, 0
+    device_type = device.type if device is not None else "cpu"
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        logits = model(xb)
+        if device is not None:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            logits = model(xb).float()
         loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(dim=1) == yb).sum())
     return loss_sum / len(x), correct / len(x)

@@ -1,0 +1,87 @@
+"""Mixed precision as a plan: which autocast dtype, whether a loss scaler, TF32 state.
+
+Automatic mixed precision (Micikevicius et al. 2018, "Mixed Precision
+Training") runs the forward pass in a 16-bit dtype under ``torch.autocast``.
+fp16's narrow exponent range needs dynamic loss scaling (``GradScaler``); bf16
+keeps fp32's range and does not. The decision is a frozen value that tests check
+without a GPU; the training loop only reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from rayfed.errors import ConfigError
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class AmpPlan:
+    """How one worker runs its steps."""
+
+    precision: str
+    device_type: str
+    # None: plain fp32, no autocast.
+    autocast_dtype: torch.dtype | None
+    use_grad_scaler: bool
+
+
+def precision_problems(precision: str, *, use_gpu: bool, key: str = "train") -> list[str]:
+    """Problems with ``<key>.precision`` for the device it will run on."""
+    if precision not in PRECISIONS:
+        return [f"{key}.precision={precision!r} is not one of {list(PRECISIONS)}; pick one "
+                "of those"]
+    if precision == "fp16" and not use_gpu:
+        return [f"{key}.precision=fp16 needs CUDA: fp16 autocast on CPU is slow and its "
+                f"GradScaler is a CUDA feature; use {key}.precision=bf16 (or fp32) on CPU, "
+                f"or set {key}.use_gpu=true on a GPU cluster"]
+    return []
+
+
+def amp_plan(precision: str, device: torch.device) -> AmpPlan:
+    """The plan for ``precision`` on ``device``; fp16 on CPU is refused."""
+    problems = precision_problems(precision, use_gpu=device.type == "cuda")
+    if problems:
+        raise ConfigError(problems)
+    return AmpPlan(precision=precision, device_type=device.type,
+                   autocast_dtype=_DTYPES[precision],
+                   use_grad_scaler=precision == "fp16")
+
+
+def make_grad_scaler(plan: AmpPlan) -> torch.amp.GradScaler | None:
+    return torch.amp.GradScaler(plan.device_type) if plan.use_grad_scaler else None
+
+
+def set_tf32(enabled: bool) -> None:
+    """Let (or forbid) fp32 matmuls and convolutions run on TF32 tensor cores.
+
+    torch >= 2.9 has per-backend ``fp32_precision``; mixing it with the legacy
+    ``allow_tf32`` flags is an error there, so only one API is ever touched.
+    """
+    value = "tf32" if enabled else "ieee"
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        matmul.fp32_precision = value
+        torch.backends.cudnn.conv.fp32_precision = value
+    else:  # torch < 2.9
+        matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def tf32_state() -> dict[str, bool]:
+    """Whether fp32 matmuls and cuDNN convolutions may use TF32 right now."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        mm, conv = matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+        # "none" defers to the legacy global setting.
+        mm_on = mm == "tf32" or (mm == "none" and torch.get_float32_matmul_precision() != "highest")
+        conv_on = conv == "tf32" or (conv == "none" and torch.backends.cudnn.allow_tf32)
+        return {"tf32_matmul": mm_on, "tf32_cudnn": conv_on}
+    return {"tf32_matmul": bool(matmul.allow_tf32),
+            "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32)}
