@@ -183,6 +183,30 @@ class CompressionConfig:
     latency_batch_size: int = 64
 
 
+SECURE_AGG_MODES = ("none", "ckks")
+
+
+@dataclass
+class SecureAggConfig:
+    """Secure aggregation with CKKS (``conf/secure_agg/``); logic in
+    ``rayfed.secure_agg``. The aggregator only ever holds the public key."""
+
+    name: str = "none"
+    # CKKS parameters; checked against SEAL's 128-bit bound (rayfed.secure_agg.params).
+    poly_modulus_degree: int = 8192
+    coeff_mod_bit_sizes: list[int] = field(default_factory=lambda: [60, 40, 40, 60])
+    global_scale_bits: int = 40
+    # Threads each participant encrypts its chunks with.
+    encrypt_threads: int = 2
+    # The decryptor never opens a sum of fewer participants than this.
+    min_participants: int = 2
+    # Noise flooding of each decrypted sum against IND-CPA^D key recovery
+    # (docs/security.md); in units of Σ n_i Δ_i, so the mean sees it / Σ n_i.
+    decrypt_noise_std: float = 1.0e-6
+    # Ray resources for the key authority / decryptor actor, e.g. {keyholder: 1}.
+    decryptor_resources: dict[str, float] = field(default_factory=dict)
+
+
 @dataclass
 class FaultConfig:
     """Chaos injection for testing the failure paths with real actors."""
@@ -212,6 +236,7 @@ class Config:
     faults: FaultConfig = field(default_factory=FaultConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    secure_agg: SecureAggConfig = field(default_factory=SecureAggConfig)
     # Where summary.json and plots go; the job sets it to Hydra's run directory.
     output_dir: str = "."
 
@@ -378,6 +403,9 @@ def validate(cfg: Config) -> list[str]:
     from rayfed.privacy.settings import privacy_problems
 
     p.extend(privacy_problems(cfg))
+    from rayfed.secure_agg.settings import secure_agg_problems
+
+    p.extend(secure_agg_problems(cfg))
     return p
 
 

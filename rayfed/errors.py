@@ -31,3 +31,13 @@ class CheckpointError(RayfedError):
 
 class AggregationError(RayfedError, ValueError):
     """An aggregation rule cannot run on the given updates (e.g. Krum with n < 2f+3)."""
+
+
+class SecureAggError(RayfedError):
+    """A secure-aggregation rule was broken: a role holding a key it must not hold,
+    or a decryption request for anything but the current round's committed sum."""
+
+
+class IntegrityError(SecureAggError, ValueError):
+    """A ciphertext made under another key, or for another round, rejected before
+    it is summed (TenSEAL alone would decrypt it to garbage)."""

@@ -21,7 +21,8 @@ from rayfed.config import Config, validate
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("dataset", "model", "partition", "strategy", "privacy", "compression", "experiment")
+GROUPS = ("dataset", "model", "partition", "strategy", "privacy", "compression", "secure_agg",
+          "experiment")
 _MAX_COMPOSE_TRIES = 20
 
 

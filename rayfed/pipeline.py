@@ -15,7 +15,7 @@ Features compose through this list; there is no class per combination.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -58,6 +58,14 @@ class Decodable(Stage, Protocol):
     def decode(self, payload: Any) -> Any: ...
 
 
+@runtime_checkable
+class Provisioned(Stage, Protocol):
+    """A stage that needs per-run material before it can encode, e.g. the key
+    that secure aggregation's key authority makes for each run."""
+
+    def provision(self, material: Any) -> None: ...
+
+
 class Pipeline:
     """An ordered list of stages; empty means the raw float32 delta is sent."""
 
@@ -79,6 +87,12 @@ class Pipeline:
             payload = stage.encode(payload, ctx)
         return payload
 
+    def provision(self, materials: Mapping[str, Any]) -> None:
+        """Hand each stage its per-run material, keyed by stage name."""
+        for stage in self.stages:
+            if stage.name in materials and isinstance(stage, Provisioned):
+                stage.provision(materials[stage.name])
+
     def decode(self, payload: Any) -> Any:
         for stage in reversed(self.stages):
             if isinstance(stage, Decodable):
@@ -95,8 +109,9 @@ StageFactory = Callable[[Config], list[Stage]]
 def _factories() -> tuple[StageFactory, ...]:
     from rayfed.compression.stages import compression_stages
     from rayfed.privacy.stages import privacy_stages
+    from rayfed.secure_agg.stage import secure_agg_stages
 
-    return (privacy_stages, compression_stages)
+    return (secure_agg_stages, privacy_stages, compression_stages)
 
 
 def build_pipeline(cfg: Config) -> Pipeline:

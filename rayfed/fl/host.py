@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ class InjectedFault(RuntimeError):
 
 
 class ParticipantHost:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, materials: Mapping[str, Any] | None = None) -> None:
         torch.set_num_threads(cfg.runtime.torch_threads)
         self._cfg = cfg
         self._data = FederatedData(cfg.dataset, cfg.partition, num_clients=cfg.fl.num_clients,
@@ -40,6 +41,9 @@ class ParticipantHost:
         self._model = build_model(spec)
         self._training = LocalTraining.from_config(cfg)
         self.pipeline = build_pipeline(cfg)
+        # Per-run material for stages, e.g. secure aggregation's secret context,
+        # which reaches the host from the key authority without passing the server.
+        self.pipeline.provision(materials or {})
         # User-level DP (DP-FedAvg) sums clipped updates with weight 1.
         self._unit_weights = cfg.privacy.name == "central_dp"
         self._participants: dict[int, Participant] = {}

@@ -44,8 +44,8 @@ def _past(deadline_unix: float | None) -> Callable[[], bool]:
 class HostActor:
     """The Ray actor: a thin shell around :class:`ParticipantHost`."""
 
-    def __init__(self, cfg: Config) -> None:
-        self._host = ParticipantHost(cfg)
+    def __init__(self, cfg: Config, materials: dict[str, Any] | None = None) -> None:
+        self._host = ParticipantHost(cfg, materials)
 
     # Retried while the actor restarts: the server uses it to wait for a crashed
     # participant to come back before the next round.
@@ -110,7 +110,9 @@ def _resource_options(runtime: RuntimeConfig) -> dict[str, Any]:
 class Placement:
     """Actors hosting participants, and how round tasks are spread over them."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, materials: ray.ObjectRef | None = None) -> None:
+        """``materials``: a reference to per-run stage material (``{stage name:
+        value}``); each actor receives the value, this process never fetches it."""
         runtime = cfg.runtime
         total_cpus = float(ray.cluster_resources().get("CPU", 1))
         self.mode = runtime.placement
@@ -129,7 +131,7 @@ class Placement:
             **_resource_options(runtime),
         }
         remote_cls = ray.remote(HostActor).options(**options)
-        self.actors: list[Any] = [remote_cls.remote(cfg) for _ in range(num_actors)]
+        self.actors: list[Any] = [remote_cls.remote(cfg, materials) for _ in range(num_actors)]
         self.num_cpus_per_actor = num_cpus
         # Actors seen dying, and the `ready` call that resolves once they restarted.
         self._restarting: dict[int, ray.ObjectRef] = {}

@@ -62,7 +62,7 @@ def decide(
         elif pid in accepted:
             rejected.append(Failure(pid, server_round, "error",
                                     "duplicate update ignored (accepted at most once)"))
-        elif r.num_examples <= 0 or not np.isfinite(r.delta).all():
+        elif r.num_examples <= 0 or not _finite(r.delta):
             rejected.append(Failure(pid, server_round, "error",
                                     "update rejected: no examples or non-finite values"))
         else:
@@ -79,6 +79,12 @@ def decide(
         return RoundDecision(False, reason, ordered, tuple(rejected))
     return RoundDecision(True, f"{reported} of {len(selected)} reported", ordered,
                          tuple(rejected))
+
+
+def _finite(delta: object) -> bool:
+    """Non-finite values are rejected; an encrypted update cannot be inspected here
+    (its encrypt stage refuses non-finite values before encrypting)."""
+    return not isinstance(delta, np.ndarray) or bool(np.isfinite(delta).all())
 
 
 def _accept_partial(
