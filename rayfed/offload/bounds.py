@@ -70,7 +70,7 @@ def makespan_lower_bound(arrival_s: np.ndarray, kind: np.ndarray, proc_s: np.nda
         suffix_counts[j, k[j]] += 1
     starts = np.unique(np.linspace(0, n - 1, min(n, max_suffixes)).astype(int))
     fluid = max(r[j] + fluid_makespan(suffix_counts[j], proc_s) for j in starts)
-    return max(per_task, fluid)
+    return float(max(per_task, fluid))
 
 
 def exact_makespan(arrival_s: np.ndarray, kind: np.ndarray, proc_s: np.ndarray) -> float:

@@ -104,6 +104,9 @@ class OffloadConfig:
     max_accuracy_drop: float = 0.01
     # Tasks admitted but not yet placed; a full intake blocks the stream.
     intake_capacity: int = 64
+    # Waiting tasks the scheduler tries per wake-up, so that a task held for a full
+    # queue does not block the tasks behind it (bounded: each try costs a decision).
+    lookahead: int = 8
     # Calibration runs of each task kind on each device before the stream.
     calibration_runs: int = 2
     fleet: FleetConfig = field(default_factory=FleetConfig)
@@ -160,6 +163,7 @@ def validate(cfg: OffloadConfig) -> list[str]:
           f"offload.max_accuracy_drop={cfg.max_accuracy_drop} must be >= 0")
     check(cfg.intake_capacity >= 1,
           f"offload.intake_capacity={cfg.intake_capacity} must be >= 1")
+    check(cfg.lookahead >= 1, f"offload.lookahead={cfg.lookahead} must be >= 1")
     check(cfg.calibration_runs >= 1,
           f"offload.calibration_runs={cfg.calibration_runs} must be >= 1")
 

@@ -52,7 +52,6 @@ class OffloadRun:
         table = RateTable(alpha=self.cfg.ewma_alpha)
         probes = {n: Task(task_id=-1, kind=k, origin="", arrival_s=0.0, deadline_s=0.0,
                           batch_start=0) for n, k in self.kinds.items()}
-        refs = {}
         for p in self.profiles:
             reqs, batches = [], []
             for n, k in self.kinds.items():
@@ -62,12 +61,13 @@ class OffloadRun:
                     reqs.append(TaskRequest(task_id=-1, kind=n, model=k.model, op=k.op,
                                             variant=v, transfer_in_s=0.0, transfer_out_s=0.0))
                     batches.append((x, y))
-            refs[p.name] = self.devices[p.name].calibrate.remote(reqs, batches,
-                                                                 self.cfg.calibration_runs)
-        for name, ref in refs.items():
-            for key, seconds in ray.get(ref).items():
+            # One device at a time: parallel runs on shared cores would disturb
+            # each other's measurements.
+            measured = ray.get(self.devices[p.name].calibrate.remote(
+                reqs, batches, self.cfg.calibration_runs))
+            for key, seconds in measured.items():
                 kind = key.split(":")[0]
-                table.calibrate(name, key, flops=max(self.kinds[kind].flops, 1),
+                table.calibrate(p.name, key, flops=max(self.kinds[kind].flops, 1),
                                 seconds=seconds)
         return table
 
@@ -79,7 +79,7 @@ class OffloadRun:
             queue_capacity=self.cfg.fleet.queue_capacity,
             intake_capacity=self.cfg.intake_capacity,
             max_accuracy_drop=self.cfg.max_accuracy_drop, threshold=self.cfg.threshold,
-            seed=self.cfg.seed)
+            seed=self.cfg.seed, lookahead=self.cfg.lookahead)
         try:
             ref = sched.run_stream.remote(list(tasks))
             while not ray.wait([ref], timeout=0.5)[0]:

@@ -104,7 +104,7 @@ class Scheduler:
     def __init__(self, profiles: Sequence[DeviceProfile], devices: Mapping[str, Any],
                  rates: RateTable, data: Mapping[str, ArrayDataset], *, policy: str,
                  queue_capacity: int, intake_capacity: int, max_accuracy_drop: float,
-                 threshold: float, seed: int) -> None:
+                 threshold: float, seed: int, lookahead: int = 8) -> None:
         self.profiles = {p.name: p for p in profiles}
         self.devices = dict(devices)
         self.rates = rates
@@ -116,6 +116,7 @@ class Scheduler:
         self.max_accuracy_drop = max_accuracy_drop
         self.threshold = threshold
         self.seed = seed
+        self.lookahead = lookahead
 
     async def loads(self) -> dict[str, tuple[float, int]]:
         return self.ledger.outstanding()
@@ -134,34 +135,25 @@ class Scheduler:
         self._pending: set[asyncio.Task] = set()
         self._error: BaseException | None = None
         self._reassigned, self._max_intake = 0, 0
-        decision_s: list[float] = []
+        self._decision_s: dict[int, float] = {}
         producer = asyncio.create_task(self._produce(tasks))
         while len(self._records) < len(tasks):
             if self._error is not None:
                 raise self._error
-            line = self._retry or self._intake
-            if not line:
-                await self._sleep_until_woken()
+            if self._place_some():
                 continue
-            task = line[0]
-            start = time.perf_counter()
-            placement = self._decide(task)
-            decision_s.append(time.perf_counter() - start)
-            if placement is None:
-                if self.ledger.total_tasks() == 0:
-                    raise RayfedError(
-                        f"policy {self.policy_name!r} has nowhere to run task {task.task_id} "
-                        f"({task.kind.name}); dead devices: {sorted(self.ledger.dead)}")
-                await self._sleep_until_woken()
-                continue
-            line.popleft()
-            self._space.set()
-            self._dispatch(task, placement)
+            if (self._retry or self._intake) and self.ledger.total_tasks() == 0:
+                task = (self._retry or self._intake)[0]
+                raise RayfedError(
+                    f"policy {self.policy_name!r} has nowhere to run task {task.task_id} "
+                    f"({task.kind.name}); dead devices: {sorted(self.ledger.dead)}")
+            await self._sleep_until_woken()
         await producer
         return StreamResult(policy=self.policy_name, records=tuple(self._records),
                             reassignments=self._reassigned,
                             dead_devices=tuple(sorted(self.ledger.dead)),
-                            decision_s=tuple(decision_s), outstanding=self.ledger.outstanding(),
+                            decision_s=tuple(self._decision_s.values()),
+                            outstanding=self.ledger.outstanding(),
                             max_intake=self._max_intake)
 
     def _now(self) -> float:
@@ -182,6 +174,29 @@ class Scheduler:
             self._intake.append(task)
             self._max_intake = max(self._max_intake, len(self._intake))
             self._wake.set()
+
+    def _place_some(self) -> bool:
+        """Place what can be placed among the first ``lookahead`` waiting tasks, oldest
+        first (reassigned ones before new ones). A task whose device is full is held
+        without blocking the tasks behind it; a full intake blocks the stream."""
+        placed, scanned = False, 0
+        for line in (self._retry, self._intake):
+            i = 0
+            while i < len(line) and scanned < self.lookahead:
+                task = line[i]
+                scanned += 1
+                start = time.perf_counter()
+                placement = self._decide(task)
+                self._decision_s[task.task_id] = (self._decision_s.get(task.task_id, 0.0)
+                                                  + time.perf_counter() - start)
+                if placement is None:
+                    i += 1
+                    continue
+                del line[i]
+                self._space.set()
+                self._dispatch(task, placement)
+                placed = True
+        return placed
 
     def _decide(self, task: Task) -> Placement | None:
         est = candidates(task, self.ledger.snapshot(), self.profiles[task.origin],

@@ -102,11 +102,19 @@ def build_zoo_model(key: str, m: ZooModelConfig, data: tuple[ArrayDataset, Array
 
 
 def build_zoo(workload: WorkloadConfig, *, seed: int) -> dict[str, ZooModel]:
+    """Every model some task kind uses, trained with one torch thread: the driver
+    shares the cores with the device actors, and spinning OpenMP threads on
+    oversubscribed cores run many times slower."""
     used = {t.model for t in workload.tasks.values()}
     data = {name: load_data(name) for name in {workload.models[k].dataset for k in used}}
-    return {k: build_zoo_model(k, workload.models[k], data[workload.models[k].dataset],
-                               seed=seed)
-            for k in sorted(used)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {k: build_zoo_model(k, workload.models[k], data[workload.models[k].dataset],
+                                   seed=seed)
+                for k in sorted(used)}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def instantiate(zm: ZooModel) -> dict[str, nn.Module]:

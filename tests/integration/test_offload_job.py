@@ -1,0 +1,57 @@
+"""The offloading job composed through Hydra: summary.json, MLflow metrics, CDF PNG."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from rayfed.offload.config import register_offload_configs, to_offload_config
+from rayfed.offload.job import run_offload
+from tests.conftest import CONF
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+LARGE_TASKS = ("mlp_wide_infer", "cnn_infer", "cnn1d_infer", "cnn_train")
+
+
+def compose_job(*overrides: str):
+    register_offload_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return to_offload_config(compose(config_name="offload_job", overrides=list(overrides)))
+
+
+def test_default_fleet_profile_is_8_edge_devices_in_3_classes_and_2_cloud_workers():
+    fleet = compose_job().offload.fleet.devices
+    edge = {n: d.count for n, d in fleet.items() if d.kind == "edge"}
+    cloud = sum(d.count for d in fleet.values() if d.kind == "cloud")
+    assert (len(edge), sum(edge.values()), cloud) == (3, 8, 2)
+
+
+def test_job_writes_summary_mlflow_metrics_and_latency_cdf(tmp_path):
+    import mlflow
+
+    job = compose_job("offload=small", "offload.policy=greedy_eft", "offload.num_tasks=20",
+                      "offload.arrival_rate=40", "offload.calibration_runs=1",
+                      f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                      # Linear models only: seconds to build, and int8 variants in play.
+                      *(f"~offload.workload.tasks.{k}" for k in LARGE_TASKS))
+    job.output_dir = str(tmp_path)
+    summary = run_offload(job, show_progress=False)
+
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    g = on_disk["policies"]["greedy_eft"]
+    assert on_disk["status"] == "FINISHED" and g["num_tasks"] == 20
+    assert sorted(on_disk["kinds"]) == ["logreg_infer", "mlp_infer", "mlp_train"]
+    assert 0 < g["p50_latency_ms"] <= g["p95_latency_ms"] <= g["p99_latency_ms"]
+    assert 0 <= g["deadline_miss_rate"] <= 1
+    assert 0 < on_disk["lower_bound_makespan_s"] <= g["makespan_s"] * 1.0001
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["greedy_eft.p95_latency_ms"] == pytest.approx(g["p95_latency_ms"])
+    plots = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
+    assert plots == ["plots/latency_cdf_greedy_eft.png"]
