@@ -207,6 +207,26 @@ class SecureAggConfig:
     decryptor_resources: dict[str, float] = field(default_factory=dict)
 
 
+TRAINERS = ("local", "ddp")
+
+
+@dataclass
+class ParticipantConfig:
+    """How a participant runs its local round (``participant.*``); checked by
+    ``rayfed.train.config.participant_problems``."""
+
+    # local: in the participant's own process; ddp: a Ray Train DDP job across
+    # the participant's own workers (e.g. a hospital's GPUs).
+    trainer: str = "local"
+    num_workers: int = 2
+    use_gpu: bool = False
+    # Ray resources per worker, e.g. {GPU: 1, hospital_a: 1}; empty = 1 CPU (+1 GPU).
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"
+    # Ray Train storage; null = a temporary directory (a single-node cluster only).
+    storage_path: str | None = None
+
+
 @dataclass
 class FaultConfig:
     """Chaos injection for testing the failure paths with real actors."""
@@ -236,6 +256,7 @@ class Config:
     faults: FaultConfig = field(default_factory=FaultConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    participant: ParticipantConfig = field(default_factory=ParticipantConfig)
     secure_agg: SecureAggConfig = field(default_factory=SecureAggConfig)
     # Where summary.json and plots go; the job sets it to Hydra's run directory.
     output_dir: str = "."
@@ -403,6 +424,9 @@ def validate(cfg: Config) -> list[str]:
     from rayfed.privacy.settings import privacy_problems
 
     p.extend(privacy_problems(cfg))
+    from rayfed.train.config import participant_problems
+
+    p.extend(participant_problems(cfg))
     from rayfed.secure_agg.settings import secure_agg_problems
 
     p.extend(secure_agg_problems(cfg))

@@ -1,0 +1,159 @@
+"""What ``jobs/train_ddp.py`` runs: one Ray Train DDP run, its MLflow run and
+``summary.json`` (``final_accuracy``, ``samples_per_second``, ``precision``,
+``num_workers`` and more) in the Hydra run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rayfed.train.config import TrainJobConfig
+
+
+def steady_samples_per_second(per_epoch: list[float]) -> float | None:
+    """Mean over epochs after the first (which pays for warm-up), or the only one."""
+    if not per_epoch:
+        return None
+    rest = per_epoch[1:] or per_epoch
+    return sum(rest) / len(rest)
+
+
+def build_plan(job: TrainJobConfig, *, mlflow_target: Any = None) -> Any:
+    """The :class:`~rayfed.train.ddp.WorkerPlan` of ``job`` (loads the data once
+    here to size the model and the DP sample rate; workers load it themselves)."""
+    from rayfed.models import build_model, spec_from_config
+    from rayfed.train.ddp import Optimization, WorkerPlan
+    from rayfed.train.private import plan_dp
+    from rayfed.train.workload import DataSource
+
+    t = job.train
+    source = DataSource(job.dataset, synthetic_if_missing=t.synthetic_if_missing,
+                        synthetic_examples=t.synthetic_examples, seed=job.seed)
+    work = source.load()
+    spec = spec_from_config(job.model, input_shape=work.input_shape,
+                            num_classes=work.num_classes)
+    dp = None
+    if job.privacy.name == "local_dp":
+        dp = plan_dp(job.privacy, num_examples=len(work.y_train), num_workers=t.num_workers,
+                     batch_size=t.batch_size, epochs=t.epochs)
+    opt = Optimization(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
+                       momentum=t.momentum, weight_decay=t.weight_decay)
+    plan = WorkerPlan(model=build_model(spec, seed=job.seed), data=source, opt=opt,
+                      precision=t.precision, tf32=t.tf32, seed=job.seed,
+                      torch_threads=t.torch_threads, loader_workers=t.loader_workers, dp=dp,
+                      mlflow=mlflow_target, trace_dir=t.trace_dir,
+                      crash_rank=t.faults.crash_rank, crash_epoch=t.faults.crash_epoch)
+    return plan, work.source, work.synthetic
+
+
+def run_training(job: TrainJobConfig, *, resolved_yaml: str | None = None) -> dict[str, Any]:
+    """Run the DDP job end to end and return its summary."""
+    from rayfed.tracking import NullTracker, Tracker
+    from rayfed.tracking.mlflow import MlflowTracker
+    from rayfed.train.ddp import MlflowTarget, Scaling, fit
+
+    t = job.train
+    out_dir = Path(job.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = out_dir / "summary.json"
+    tracker: Tracker = (MlflowTracker(uri=job.tracking.uri, experiment=job.tracking.experiment,
+                                      run_name=job.name)
+                        if job.tracking.enabled else NullTracker())
+    run_name = t.run_name or f"{job.name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    storage = os.path.abspath(t.storage_path or "ray_train_runs")
+    try:
+        tracker.start(params=asdict(job), tags={"job": "train_ddp"})
+        target = (MlflowTarget(uri=tracker.uri, experiment=job.tracking.experiment,  # type: ignore[attr-defined]
+                               run_id=tracker.run_id) if tracker.run_id else None)
+        plan, source, synthetic = build_plan(job, mlflow_target=target)
+        started = time.perf_counter()
+        result = fit(plan, Scaling(t.num_workers, t.use_gpu, dict(t.resources_per_worker)),
+                     run_name=run_name, storage_path=storage, max_failures=t.max_failures,
+                     keep_checkpoints=t.keep_checkpoints)
+        wall = time.perf_counter() - started
+        history = result.metrics_dataframe
+        per_epoch = ([float(v) for v in history["samples_per_second"]]
+                     if history is not None and "samples_per_second" in history else [])
+        m = result.metrics or {}
+        summary: dict[str, Any] = {
+            "status": "FINISHED",
+            "final_accuracy": None if synthetic else m.get("accuracy"),
+            "samples_per_second": steady_samples_per_second(per_epoch),
+            "precision": t.precision,
+            "num_workers": t.num_workers,
+            "use_gpu": t.use_gpu,
+            "tf32": {k: m[k] for k in ("tf32_matmul", "tf32_cudnn") if k in m} or None,
+            "final_loss": m.get("loss"),
+            "epochs": t.epochs,
+            "global_batch_size": t.batch_size * t.num_workers,
+            "data": source,
+            "synthetic_data": synthetic,
+            "epsilon": m.get("epsilon"),
+            "delta": plan.dp.delta if plan.dp else None,
+            "noise_multiplier": plan.dp.noise_multiplier if plan.dp else None,
+            "resumed_at_epoch": m.get("attempt_start_epoch"),
+            "wall_seconds": wall,
+            "ray_train_run": run_name,
+            "checkpoint": result.checkpoint.path if result.checkpoint else None,
+            "mlflow_run_id": tracker.run_id,
+            "summary_path": str(summary_path),
+        }
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        (out_dir / "config.yaml").write_text(resolved_yaml or json.dumps(asdict(job), indent=2))
+        final = {k: v for k, v in (("final_accuracy", summary["final_accuracy"]),
+                                   ("samples_per_second", summary["samples_per_second"]))
+                 if v is not None}
+        tracker.log_metrics(final, step=t.epochs)
+        tracker.log_artifact(summary_path)
+        tracker.log_artifact(out_dir / "config.yaml")
+        tracker.finish("FINISHED")
+        _print(summary)
+        return summary
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        summary_path.write_text(json.dumps({
+            "status": status, "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=5), "ray_train_run": run_name},
+            indent=2) + "\n")
+        tracker.finish(status)  # type: ignore[arg-type]
+        raise
+
+
+def _print(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="rayfed DDP training", show_header=False)
+    for key in ("status", "data", "final_accuracy", "samples_per_second", "precision",
+                "num_workers", "tf32", "epsilon", "ray_train_run", "summary_path"):
+        value = summary.get(key)
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+def run_from_hydra(dict_cfg: Any) -> float | None:
+    """Body of ``jobs/train_ddp.py``: convert, check, start Ray, run."""
+    import ray
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from rayfed.train.config import check_train_job, to_train_job_config
+
+    job = to_train_job_config(dict_cfg)
+    job.output_dir = HydraConfig.get().runtime.output_dir
+    check_train_job(job)
+    if not ray.is_initialized():
+        address = job.ray_address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=job.num_cpus, include_dashboard=False)
+    summary = run_training(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
+    acc = summary.get("final_accuracy")
+    return float(acc) if acc is not None else None
