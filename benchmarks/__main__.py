@@ -23,6 +23,7 @@ from pathlib import Path
 
 BENCHMARKS = {
     "overhead": "Framework overhead: rayfed vs a plain PyTorch loop (issue #2)",
+    "dp_overhead": "DP-SGD step vs non-private step, per-sample-gradient modes (issue #3)",
 }
 PACKAGES = ("rayfed-learn", "ray", "torch", "numpy", "opacus", "tenseal", "mlflow",
             "hydra-core")

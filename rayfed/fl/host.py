@@ -47,6 +47,11 @@ class ParticipantHost:
         # User-level DP (DP-FedAvg) sums clipped updates with weight 1.
         self._unit_weights = cfg.privacy.name == "central_dp"
         self._participants: dict[int, Participant] = {}
+        self._record_dp = None
+        if cfg.privacy.name == "local_dp":
+            from rayfed.privacy.dpsgd import RecordLevelDp
+
+            self._record_dp = RecordLevelDp(cfg, self._model)
         # The first optimizer a process builds imports torch._dynamo (~1 s); pay it
         # while the actor starts, not inside the first round's deadline.
         make_optimizer(self._model.parameters(), name=self._training.optimizer, lr=1e-3)
@@ -54,7 +59,8 @@ class ParticipantHost:
     def participant(self, participant_id: int) -> Participant:
         if participant_id not in self._participants:
             self._participants[participant_id] = Participant(
-                self._data.client(participant_id), self._model, self._training, self.pipeline)
+                self._data.client(participant_id), self._model, self._training, self.pipeline,
+                self._record_dp)
         return self._participants[participant_id]
 
     def _inject_faults(self, participant_id: int, server_round: int) -> None:

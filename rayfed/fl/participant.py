@@ -11,7 +11,7 @@ import io
 import pickle
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from rayfed.models import get_flat, set_flat
 from rayfed.pipeline import Pipeline, UpdateContext
 from rayfed.train import evaluate, make_optimizer, tensor_batches, train_epoch
 from rayfed.types import EvalRes, FitIns, FitRes
+
+if TYPE_CHECKING:
+    from rayfed.privacy.dpsgd import RecordLevelDp
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,14 @@ class Participant:
     participants: every call loads the global weights into it first."""
 
     def __init__(self, data: ClientData, model: nn.Module, training: LocalTraining,
-                 pipeline: Pipeline | None = None) -> None:
+                 pipeline: Pipeline | None = None,
+                 record_dp: RecordLevelDp | None = None) -> None:
         self.data = data
         self.model = model
         self.training = training
         self.pipeline = pipeline or Pipeline()
+        # privacy=local_dp: DP-SGD with this participant's own accountant.
+        self.record_dp = record_dp
 
     @property
     def participant_id(self) -> int:
@@ -85,15 +91,28 @@ class Participant:
         anchor = ([p.detach().clone() for p in self.model.parameters()]
                   if t.proximal_mu > 0 else None)
         generator = torch.Generator().manual_seed(ins.seed)
+        model, proximal_mu, session = self.model, t.proximal_mu, None
+        if self.record_dp is not None:
+            # Checks this participant's budget first; FedProx moves into the DP step.
+            session = self.record_dp.begin(
+                optimizer, num_examples=len(self.data.x_train), state=state.get("record_dp"),
+                seed=ins.seed, participant_id=self.participant_id,
+                proximal_mu=t.proximal_mu, anchor=anchor)
+            model, optimizer, proximal_mu = self.record_dp.model, session.optimizer, 0.0
         loss_sum, seen = 0.0, 0
         for _ in range(t.epochs):
-            batches = tensor_batches(self.data.x_train, self.data.y_train,
-                                     batch_size=t.batch_size, generator=generator)
-            stats = train_epoch(self.model, batches, optimizer, proximal_mu=t.proximal_mu,
+            batches = (session.batches(self.data.x_train, self.data.y_train, generator)
+                       if session is not None else
+                       tensor_batches(self.data.x_train, self.data.y_train,
+                                      batch_size=t.batch_size, generator=generator))
+            stats = train_epoch(model, batches, optimizer, proximal_mu=proximal_mu,
                                 anchor=anchor)
             loss_sum += stats.loss * stats.num_examples
             seen += stats.num_examples
         delta = get_flat(self.model) - global_weights
+        dp_metrics: dict[str, float] = {}
+        if session is not None:
+            state["record_dp"], dp_metrics = session.finish(ins.server_round)
         num_examples = len(self.data.x_train)
         if self.pipeline.stages:
             ctx = UpdateContext(self.participant_id, ins.server_round, num_examples,
@@ -115,7 +134,7 @@ class Participant:
             num_examples=num_examples,
             payload_bytes=len(pickle.dumps(payload, protocol=5)),
             metrics={"train_loss": loss_sum / max(seen, 1),
-                     "fit_seconds": time.perf_counter() - started},
+                     "fit_seconds": time.perf_counter() - started, **dp_metrics},
             state=pickle.dumps(state, protocol=5) if state else None,
         )
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
+import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.analysis import rdp as rdp_analysis
 from opacus.accountants.utils import get_noise_multiplier
 
 from rayfed.errors import ConfigError
@@ -62,14 +65,33 @@ def _history(events: Iterable[DpEvent]) -> list[tuple[float, float, int]]:
     return [(sigma, q, steps) for (sigma, q), steps in merged.items()]
 
 
+@lru_cache(maxsize=1024)
+def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
+    # Opacus's own RDP of one step at its default orders; RDP composes additively
+    # over steps, so a ledger's RDP is Σ steps · this (as RDPAccountant computes it,
+    # without recomputing the slow fractional orders for every query).
+    return np.asarray(rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier,
+                                               steps=1, orders=RDPAccountant.DEFAULT_ALPHAS))
+
+
+@lru_cache(maxsize=256)
+def _prv_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
+    acc = PRVAccountant()
+    acc.history = list(history)
+    return float(acc.get_epsilon(delta=delta))
+
+
 def epsilon(events: Sequence[DpEvent], *, delta: float, accountant: Accountant = "rdp") -> float:
     """ε at ``delta`` of composing every event in the ledger (0 for an empty one)."""
     history = _history(events)
     if not history:
         return 0.0
-    acc = RDPAccountant() if accountant == "rdp" else PRVAccountant()
-    acc.history = history
-    return float(acc.get_epsilon(delta=delta))
+    if accountant == "prv":
+        return _prv_epsilon(tuple(history), delta)
+    rdp = sum(steps * _rdp_per_step(sigma, q) for sigma, q, steps in history)
+    eps, _ = rdp_analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp,
+                                            delta=delta)
+    return float(eps)
 
 
 def solve_noise_multiplier(*, target_epsilon: float, delta: float, sample_rate: float,

@@ -66,3 +66,15 @@ def test_resume_keeps_epsilon(ray_session, tmp_path):
         assert [e.server_round for e in orch.privacy.user.ledger.events] == [1, 2, 3]
         assert orch.privacy.user.epsilon() == pytest.approx(
             epsilon([DpEvent(Q, SIGMA, 3)], delta=DELTA))
+
+
+def test_record_level_run_reports_the_largest_participant_epsilon(ray_session, tmp_path):
+    cfg = small_config(tmp_path, privacy=PrivacyConfig(name="local_dp", target_epsilon=8.0,
+                                                       delta=1e-5),
+                       fl=dict(rounds=2, clients_per_round=4))
+    summary = run_federated(cfg, show_progress=False)
+    assert summary["status"] == "FINISHED"
+    assert 0 < summary["epsilon"] <= 8.0
+    assert summary["delta"] == 1e-5 and summary["noise_multiplier"] > 0
+    ledger = json.loads((tmp_path / "privacy_ledger.json").read_text())
+    assert max(e["epsilon"] for e in ledger["events"]) == summary["epsilon"]

@@ -1,0 +1,155 @@
+"""Record-level DP-SGD at a participant, with Opacus's building blocks.
+
+Abadi et al. 2016, "Deep Learning with Differential Privacy": Poisson-sampled
+minibatches (each example joins a step with probability q = batch_size / n),
+per-sample gradients clipped to ``max_grad_norm`` and Gaussian noise
+N(0, σ²·max_grad_norm²) added to their sum. Per-sample gradients come from
+Opacus's ``GradSampleModule`` (``privacy.grad_sample_mode``: ``hooks`` or
+``functorch``; ``benchmarks/dp_overhead.py`` measures both and ghost clipping),
+the clipping and noise from its ``DPOptimizer``. The local loop is still
+:func:`rayfed.train.train_epoch`.
+
+Each participant keeps its own :class:`~rayfed.privacy.accounting.Ledger` in its
+carried state, so its ε survives rounds, pooled actors serving other
+participants in between, and restarts from a checkpoint. σ is solved once, for
+the planned ``fl.rounds`` rounds in all of which the participant might train,
+and kept in that state. Before a round the ledger is checked: a participant that
+would pass ``privacy.target_epsilon`` refuses to train.
+
+FedProx (Li et al. 2020): its proximal gradient μ(w − w_global) depends only on
+public weights, so it is added *after* clipping and noise, through
+``DPOptimizer``'s step hook; added before, the optimizer would overwrite it from
+the per-sample gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from opacus.grad_sample import GradSampleModule, wrap_model
+from opacus.optimizers import DPOptimizer
+from torch import nn
+
+from rayfed.config import Config
+from rayfed.errors import RayfedError
+from rayfed.privacy.accounting import Accountant, DpEvent, Ledger, solve_noise_multiplier
+from rayfed.privacy.noise import torch_noise_generator, warn_if_insecure
+from rayfed.privacy.settings import default_delta, record_steps
+
+
+class BudgetExhaustedError(RayfedError):
+    """A participant's next round would take its ε past ``privacy.target_epsilon``."""
+
+
+def poisson_batches(x: torch.Tensor, y: torch.Tensor, *, sample_rate: float, steps: int,
+                    generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``steps`` batches, each holding every example independently with prob. q."""
+    for _ in range(steps):
+        mask = torch.rand(len(x), generator=generator) < sample_rate
+        yield x[mask], y[mask]
+
+
+@dataclass(frozen=True)
+class RecordLevelPlan:
+    noise_multiplier: float
+    max_grad_norm: float
+    delta: float
+    sample_rate: float
+    steps_per_round: int
+    target_epsilon: float | None
+    accountant: Accountant
+
+
+class RecordLevelDp:
+    """One per host: the wrapped scratch model and the settings; participants'
+    accountants live in their carried state, not here."""
+
+    def __init__(self, cfg: Config, model: nn.Module) -> None:
+        pc = cfg.privacy
+        self._cfg = cfg
+        self.secure_rng = pc.secure_rng
+        self.model: GradSampleModule = wrap_model(model, grad_sample_mode=pc.grad_sample_mode)
+        self._sigma_cache: dict[int, float] = {}
+        warn_if_insecure(pc.secure_rng, "privacy=local_dp")
+
+    def plan(self, num_examples: int) -> RecordLevelPlan:
+        pc, fl = self._cfg.privacy, self._cfg.fl
+        q, steps = record_steps(num_examples=num_examples, batch_size=fl.batch_size,
+                                local_epochs=fl.local_epochs)
+        delta = pc.delta if pc.delta is not None else default_delta(num_examples)
+        sigma = pc.noise_multiplier
+        if sigma is None:
+            if num_examples not in self._sigma_cache:  # iid shards share sizes
+                self._sigma_cache[num_examples] = solve_noise_multiplier(
+                    target_epsilon=pc.target_epsilon or 0.0, delta=delta, sample_rate=q,
+                    steps=steps * fl.rounds, accountant=pc.accountant)  # type: ignore[arg-type]
+            sigma = self._sigma_cache[num_examples]
+        return RecordLevelPlan(sigma, pc.clipping_norm, delta, q, steps, pc.target_epsilon,
+                               pc.accountant)  # type: ignore[arg-type]
+
+    def begin(self, optimizer: torch.optim.Optimizer, *, num_examples: int,
+              state: dict[str, Any] | None, seed: int, participant_id: int,
+              proximal_mu: float = 0.0,
+              anchor: list[torch.Tensor] | None = None) -> RecordLevelSession:
+        """Check this round against the participant's budget and wrap the optimizer."""
+        if state is None:
+            plan = self.plan(num_examples)
+            ledger = Ledger(delta=plan.delta, accountant=plan.accountant,
+                            target_epsilon=plan.target_epsilon)
+        else:
+            plan = RecordLevelPlan(**state["plan"])
+            ledger = Ledger.from_state(state["ledger"])
+        event = DpEvent(plan.sample_rate, plan.noise_multiplier, plan.steps_per_round)
+        verdict = ledger.check(event)
+        if not verdict.allowed:
+            raise BudgetExhaustedError(
+                f"participant {participant_id}: privacy budget exhausted (ε would go from "
+                f"{verdict.epsilon_now:.3f} to {verdict.epsilon_after:.3f}, past "
+                f"privacy.target_epsilon={plan.target_epsilon}); it no longer trains")
+        dp_opt = DPOptimizer(optimizer, noise_multiplier=plan.noise_multiplier,
+                             max_grad_norm=plan.max_grad_norm,
+                             expected_batch_size=max(1, round(plan.sample_rate * num_examples)),
+                             generator=torch_noise_generator(secure=self.secure_rng, seed=seed))
+        if proximal_mu > 0 and anchor is not None:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+
+            def proximal(opt: DPOptimizer) -> None:
+                with torch.no_grad():
+                    for p, p0 in zip(params, anchor, strict=True):
+                        if p.grad is not None:
+                            p.grad.add_(p - p0, alpha=proximal_mu)
+
+            dp_opt.attach_step_hook(proximal)
+        return RecordLevelSession(plan, ledger, event, dp_opt)
+
+
+class RecordLevelSession:
+    """One participant's DP-SGD for one round."""
+
+    def __init__(self, plan: RecordLevelPlan, ledger: Ledger, event: DpEvent,
+                 optimizer: DPOptimizer) -> None:
+        self.plan = plan
+        self.ledger = ledger
+        self.event = event
+        self.optimizer = optimizer
+
+    def batches(self, x: torch.Tensor, y: torch.Tensor,
+                generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One local epoch of Poisson-sampled batches."""
+        per_epoch = max(1, math.ceil(1.0 / self.plan.sample_rate - 1e-9))
+        return poisson_batches(x, y, sample_rate=self.plan.sample_rate, steps=per_epoch,
+                               generator=generator)
+
+    def finish(self, server_round: int) -> tuple[dict[str, Any], dict[str, float]]:
+        """Record the round's event; return (carried state, metrics to report)."""
+        self.ledger.spend(DpEvent(self.event.sample_rate, self.event.noise_multiplier,
+                                  self.event.steps, server_round=server_round))
+        state = {"plan": self.plan.__dict__.copy(), "ledger": self.ledger.state_dict()}
+        metrics = {"epsilon": self.ledger.epsilon(), "delta": self.plan.delta,
+                   "noise_multiplier": self.plan.noise_multiplier,
+                   "clipping_norm": self.plan.max_grad_norm}
+        return state, metrics

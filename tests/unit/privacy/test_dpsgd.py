@@ -1,0 +1,92 @@
+"""Record-level DP-SGD at a participant: per-participant accountants that persist."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from rayfed.config import PrivacyConfig
+from rayfed.fl.host import ParticipantHost
+from rayfed.models import get_flat
+from rayfed.privacy.accounting import DpEvent, epsilon
+from rayfed.privacy.dpsgd import poisson_batches
+from rayfed.types import Failure, FitIns, FitRes
+from tests.conftest import small_config
+
+
+def _cfg(tmp_path, **privacy):
+    base = dict(name="local_dp", noise_multiplier=1.1, clipping_norm=1.0, delta=1e-5)
+    return small_config(tmp_path, privacy=PrivacyConfig(**{**base, **privacy}),
+                        fl=dict(rounds=3, batch_size=16))
+
+
+def _fit(host, weights, pid, server_round, state):
+    [res] = host.fit(server_round, weights, [FitIns(pid, server_round, 7 * server_round, state)])
+    return res
+
+
+def test_poisson_batches_sample_each_example_independently():
+    x = torch.arange(1000.0).unsqueeze(1)
+    sizes = [len(xb) for xb, _ in poisson_batches(x, x[:, 0].long(), sample_rate=0.05,
+                                                  steps=400, generator=torch.Generator())]
+    assert np.mean(sizes) == pytest.approx(50, rel=0.05)
+    assert np.std(sizes) == pytest.approx(np.sqrt(1000 * 0.05 * 0.95), rel=0.2)
+
+
+def test_accountant_state_persists_across_rounds_and_hosts(tmp_path):
+    cfg = _cfg(tmp_path)
+    host = ParticipantHost(cfg)
+    w = get_flat(host._model)
+    r1 = _fit(host, w, 2, 1, None)
+    assert isinstance(r1, FitRes)
+    state = pickle.loads(r1.state)["record_dp"]
+    plan = state["plan"]
+    ev = DpEvent(plan["sample_rate"], 1.1, plan["steps_per_round"])
+    assert r1.metrics["epsilon"] == pytest.approx(epsilon([ev], delta=1e-5))
+    # Round 2 on another host (a pooled actor that served others, or a restart).
+    other = ParticipantHost(cfg)
+    _fit(other, w, 0, 2, None)  # another participant in between
+    r2 = _fit(other, w, 2, 2, r1.state)
+    assert r2.metrics["epsilon"] == pytest.approx(epsilon([ev, ev], delta=1e-5))
+    assert r2.metrics["epsilon"] > r1.metrics["epsilon"]
+    assert not np.allclose(r1.delta, 0)
+
+
+def test_participant_refuses_a_round_past_its_target(tmp_path):
+    cfg = _cfg(tmp_path, target_epsilon=1.0, noise_multiplier=1.0)
+    host = ParticipantHost(cfg)
+    w = get_flat(host._model)
+    res = _fit(host, w, 1, 1, None)
+    assert isinstance(res, Failure) and "budget exhausted" in res.reason
+
+
+def test_sigma_is_solved_for_the_planned_rounds(tmp_path):
+    cfg = _cfg(tmp_path, target_epsilon=4.0, noise_multiplier=None)
+    host = ParticipantHost(cfg)
+    w = get_flat(host._model)
+    state, eps = None, []
+    for r in (1, 2, 3):
+        res = _fit(host, w, 3, r, state)
+        state = res.state
+        eps.append(res.metrics["epsilon"])
+    assert eps[0] < eps[1] < eps[2] <= 4.0
+    assert eps[2] >= 3.9  # the planned rounds use (almost) all of the target
+
+
+def test_fedprox_term_is_added_after_the_noise(tmp_path):
+    cfg = _cfg(tmp_path)
+    host = ParticipantHost(cfg)
+    anchor = [p.detach().clone() for p in host._model.parameters()]
+    opt = torch.optim.SGD(host._model.parameters(), lr=0.1)
+    session = host._record_dp.begin(opt, num_examples=100, state=None, seed=0,
+                                    participant_id=0, proximal_mu=0.5, anchor=anchor)
+    with torch.no_grad():
+        for p in host._model.parameters():
+            p.add_(1.0)
+            p.grad = torch.zeros_like(p)
+    session.optimizer.step_hook(session.optimizer)
+    for p in host._model.parameters():
+        torch.testing.assert_close(p.grad, torch.full_like(p, 0.5))
