@@ -41,6 +41,27 @@ def acceptance(policies: dict[str, dict[str, Any]], lower_bound_s: float) -> dic
     return out
 
 
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The policy table of docs/offloading.md, from a ``summary.json``."""
+    cols = ("p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "deadline_miss_rate",
+            "makespan_s", "makespan_over_lower_bound", "offload_fraction", "int8_fraction",
+            "decision_us_p50")
+    lines = ["| policy | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, s in summary["policies"].items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{s[c]:.3f}" if c.endswith(("rate", "fraction", "bound")) else f"{s[c]:.1f}"
+            for c in cols) + " |")
+    lines.append("")
+    lines.append(f"Lower bound on the makespan: {summary['lower_bound_makespan_s']:.2f} s "
+                 f"({summary['num_tasks']} tasks at {summary['arrival_rate']} tasks/s).")
+    acc = summary.get("acceptance") or {}
+    if acc:
+        lines.append("Acceptance: " + ", ".join(
+            f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in acc.items())
+            + ".")
+    return "\n".join(lines) + "\n"
+
+
 def _table(summary: dict[str, Any]) -> Any:
     from rich.table import Table
 
@@ -81,23 +102,29 @@ def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
         with OffloadRun(cfg) as run:
             tasks = run.stream()
             results = {}
+            # The emulation scales measured CPU time, so a busy host shows up in the
+            # numbers; record its load next to them.
+            host_load: dict[str, tuple[float, float]] = {}
             with Progress(TextColumn("[bold]{task.description:>14}"), BarColumn(),
                           MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                           disable=not show_progress) as progress:
                 for name in policies:
                     bar = progress.add_task(name, total=len(tasks))
+                    load_before = os.getloadavg()[0]
                     results[name] = run.run_policy(
                         name, tasks, on_progress=lambda n, bar=bar: progress.update(
                             bar, completed=n))
                     progress.update(bar, completed=len(tasks))
+                    host_load[name] = (load_before, os.getloadavg()[0])
             records = [r for res in results.values() for r in res.records]
             names, proc = processing_times(tasks, run.profiles, records, run.rates,
                                            max_accuracy_drop=cfg.max_accuracy_drop)
             lb = lower_bound(tasks, run.profiles, names, proc)
             profiles, kinds = run.profiles, run.kinds
         per_policy = {n: summarize(r, profiles) for n, r in results.items()}
-        for s in per_policy.values():
+        for name, s in per_policy.items():
             s["makespan_over_lower_bound"] = s["makespan_s"] / lb
+            s["host_load_1min_before_after"] = list(host_load[name])
         summary: dict[str, Any] = {
             "status": "FINISHED", "num_tasks": cfg.num_tasks, "arrival_rate": cfg.arrival_rate,
             "lower_bound_makespan_s": lb, "policies": per_policy,
@@ -111,6 +138,7 @@ def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
             "mlflow_run_id": tracker.run_id, "summary_path": str(summary_path),
         }
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        (out_dir / "policy_table.md").write_text(markdown_table(summary))
         (out_dir / "config.yaml").write_text(resolved_yaml or json.dumps(asdict(job), indent=2))
         for i, (name, s) in enumerate(per_policy.items()):
             tracker.log_metrics({f"{name}.{k}": v for k, v in s.items()

@@ -49,6 +49,7 @@ def test_job_writes_summary_mlflow_metrics_and_latency_cdf(tmp_path):
     assert 0 < g["p50_latency_ms"] <= g["p95_latency_ms"] <= g["p99_latency_ms"]
     assert 0 <= g["deadline_miss_rate"] <= 1
     assert 0 < on_disk["lower_bound_makespan_s"] <= g["makespan_s"] * 1.0001
+    assert "| greedy_eft |" in (tmp_path / "policy_table.md").read_text()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
