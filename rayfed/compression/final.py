@@ -64,7 +64,7 @@ def export_final_model(model: nn.Module, x_test: torch.Tensor, y_test: torch.Ten
     path = save_torchscript(qmodel, x_test[:1], out_dir / ARTIFACT_NAME)
     details = asdict(report)
     details.update(size_ratio=report.size_ratio, latency_ratio=report.latency_ratio,
-                   torch_threads=torch.get_num_threads(), artifact=str(path))
+                   latency_torch_threads=1, artifact=str(path))
     summary = {"model_bytes_fp32": report.model_bytes_fp32,
                "model_bytes_int8": report.model_bytes_int8,
                "accuracy_fp32": report.accuracy_fp32,

@@ -24,7 +24,7 @@ import copy
 import io
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -142,18 +142,29 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return evaluate(model, x, y)[1]
 
 
-def latency_ms(model: nn.Module, batch: torch.Tensor, *, repeats: int = 30,
-               warmup: int = 5) -> float:
-    """Median wall time of one forward pass over ``batch`` on the CPU, in ms."""
-    model.eval()
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            t0 = time.perf_counter()
-            model(batch)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
+def latency_ms(models: Sequence[nn.Module], batch: torch.Tensor, *, repeats: int = 50,
+               warmup: int = 5, threads: int = 1) -> list[float]:
+    """Median CPU wall time of one forward pass over ``batch`` per model, in ms.
+
+    The models run interleaved, so that load from other processes hits them
+    alike; ``threads`` torch threads (1: a small edge CPU, and less noise).
+    """
+    for m in models:
+        m.eval()
+    times: list[list[float]] = [[] for _ in models]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                for m, out in zip(models, times, strict=True):
+                    t0 = time.perf_counter()
+                    m(batch)
+                    if i >= warmup:
+                        out.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(previous)
+    return [1000 * float(np.median(t)) for t in times]
 
 
 def calibration_split(num_examples: int, num_calibration: int, *,
@@ -192,11 +203,12 @@ def quantize_final_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         qmodel, method = quantize_dynamic_int8(model), "dynamic"
     xe, ye = x[torch.from_numpy(eval_idx)], y[torch.from_numpy(eval_idx)]
     batch = xe[:latency_batch_size]
+    ms_fp32, ms_int8 = latency_ms([model, qmodel], batch)
     report = QuantizationReport(
         method=method,
         model_bytes_fp32=serialized_bytes(model), model_bytes_int8=serialized_bytes(qmodel),
         accuracy_fp32=accuracy(model, xe, ye), accuracy_int8=accuracy(qmodel, xe, ye),
-        latency_ms_fp32=latency_ms(model, batch), latency_ms_int8=latency_ms(qmodel, batch),
+        latency_ms_fp32=ms_fp32, latency_ms_int8=ms_int8,
         latency_batch_size=len(batch), eval_examples=len(eval_idx),
         calibration_examples=len(calib_idx),
         quantized_layers=tuple(quantized_layers(qmodel)),

@@ -75,7 +75,10 @@ class Orchestrator:
         self.client_states: dict[int, bytes] = {}
         self._stale: list[Pending] = []
         self._aggregate_locally = (cfg.runtime.local_aggregation and self.strategy.linear
-                                   and cfg.runtime.placement == "pooled")
+                                   and cfg.runtime.placement == "pooled"
+                                   # Under secure aggregation hosts send ciphertexts; the
+                                   # aggregator sums them (no plaintext partial sums).
+                                   and cfg.secure_agg.name == "none")
         self._config_hash = config_hash(cfg)
         self.pipeline = build_pipeline(cfg)
         self.privacy = ServerPrivacy(cfg) if cfg.privacy.name != "none" else None
@@ -88,7 +91,15 @@ class Orchestrator:
                            tags={"rayfed.config_hash": self._config_hash,
                                  "rayfed.placement": cfg.runtime.placement})
         start_ray(cfg.runtime)
-        self.placement = Placement(cfg)
+        self.secure_agg = None
+        if cfg.secure_agg.name != "none":
+            from rayfed.secure_agg.session import SecureAggregation
+
+            # Keys come from a key-authority actor; participant hosts get theirs
+            # from it directly, this process only the public key.
+            self.secure_agg = SecureAggregation(cfg, num_params=self.weights.size)
+        self.placement = Placement(
+            cfg, materials=self.secure_agg.materials if self.secure_agg else None)
         self.placement.wait_ready()
         self.setup_seconds = time.perf_counter() - self._t_start
 
@@ -182,6 +193,8 @@ class Orchestrator:
                                        k=clients_per_round(cfg.fl))
 
         selected = self.privacy.select(self.rng, uniform) if self.privacy else uniform()
+        if self.secure_agg is not None:
+            self.secure_agg.begin_round(server_round, selected)
         # 2. Broadcast: one copy of the weights in the object store for everyone.
         weights_ref = ray.put(self.weights)
         down = len(pickle.dumps(self.weights, protocol=5)) * len(selected)
@@ -195,7 +208,10 @@ class Orchestrator:
                                             aggregate_locally=self._aggregate_locally)
         # 4. Collect under the deadline; decide on quorum.
         results, num_late = self._collect(pending, server_round)
-        results = [self._decode(r) for r in results]
+        if self.secure_agg is not None:  # ciphertexts are summed, never decoded one by one
+            results = [self.secure_agg.screen(r, server_round) for r in results]
+        else:
+            results = [self._decode(r) for r in results]
         decision = decide(results, server_round=server_round, selected=selected,
                           min_clients=cfg.fl.min_clients)
         failures = tuple(f for f in decision.rejected if f.server_round == server_round)
@@ -237,7 +253,14 @@ class Orchestrator:
         """Update the global weights; return the participants' mean train loss."""
         fits = [r for r in accepted if isinstance(r, FitRes)]
         partials = [r for r in accepted if isinstance(r, PartialAggregate)]
-        if self.privacy is not None and self.privacy.unit_weights:
+        if self.secure_agg is not None:
+            # Σ w_i Δ_i summed encrypted and opened by the decryptor; the denominator
+            # counts only the participants whose ciphertexts were summed.
+            total, weight = self.secure_agg.aggregate(fits)
+            dp = self.privacy is not None and self.privacy.unit_weights
+            update = self.privacy.release(total) if dp else total / weight
+            self.weights = self.strategy.apply(self.weights, update.astype(np.float32))
+        elif self.privacy is not None and self.privacy.unit_weights:
             # DP-FedAvg: Σ clip(Δ_i) (weight 1; partial sums are built the same way),
             # noised and divided by the expected, not the actual, participant count.
             total = np.sum([p.weighted_sum for p in partials] + [r.delta for r in fits],
@@ -329,6 +352,8 @@ class Orchestrator:
                 metrics[name] = value
         if self.privacy is not None:
             metrics.update(self.privacy.metrics())
+        if self.secure_agg is not None:
+            metrics.update(self.secure_agg.metrics())
         self.tracker.log_metrics(metrics, step=r.server_round)
 
     # -- results -----------------------------------------------------------
@@ -362,6 +387,8 @@ class Orchestrator:
 
     def close(self) -> None:
         self.placement.shutdown()
+        if self.secure_agg is not None:
+            self.secure_agg.close()
 
     def __enter__(self) -> Orchestrator:
         return self

@@ -1,0 +1,81 @@
+"""Compressed federated runs on a real local Ray: they train, and upload fewer bytes.
+
+Thresholds come from measuring this config (digits, 6 iid participants, mlp
+64-32-10, 5 rounds of 2 local epochs, seed 0): test accuracy 0.878 uncompressed,
+0.878 with int8, 0.847 with top-k 10 % and error feedback; a raw float32 update
+pickles to 9,768 bytes, an int8 one to 2,522 (3.87× fewer), a top-k 10 % one to
+1,527 (6.4×). Top-k 1 % is measured on the default experiment in
+benchmarks/compression.py (5 rounds are too few for it here).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from rayfed.fl.orchestrator import Orchestrator
+from rayfed.launch import run_federated
+from tests.conftest import small_config
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+ROUNDS = 5
+FL = {"rounds": ROUNDS, "local_epochs": 2, "batch_size": 16}
+
+
+def run(cfg):
+    with Orchestrator(cfg) as orch:
+        list(orch.rounds())
+        return orch.summary(), dict(orch.client_states), orch._ckpt.latest() if orch._ckpt else None
+
+
+def test_int8_and_topk_runs_train_and_shrink_uploads(tmp_path):
+    base, _, _ = run(small_config(tmp_path, fl=FL))
+    # int8 decoded in the pooled actors before they pre-sum (local aggregation).
+    int8, _, _ = run(small_config(tmp_path, fl=FL, compression={"name": "int8"}))
+    # top-k decoded at the server (no pre-summing), with checkpoints on.
+    topk, states, ckpt = run(small_config(
+        tmp_path, fl=FL, compression={"name": "topk", "topk_ratio": 0.1},
+        runtime={"local_aggregation": False}, checkpoint={"enabled": True}))
+    n_updates = 6 * ROUNDS
+    assert base["bytes_uploaded"] == 9768 * n_updates
+    assert base["bytes_uploaded"] / int8["bytes_uploaded"] > 3.85
+    k = 241  # ceil(0.1 · 2410) float32 values with uint16 indices, + a small frame
+    assert n_updates * 6 * k < topk["bytes_uploaded"] < n_updates * (6 * k + 100)
+    assert base["bytes_uploaded"] / topk["bytes_uploaded"] > 6.3
+    assert base["final_accuracy"] >= 0.85 and int8["final_accuracy"] >= 0.85
+    assert abs(int8["final_accuracy"] - base["final_accuracy"]) <= 0.02
+    assert topk["final_accuracy"] >= 0.8
+    # Every virtual participant's error-feedback residual came back from the
+    # pooled actors, holds what was not sent, and went into the checkpoint.
+    for pid in range(6):
+        residual = pickle.loads(states[pid])["stages"]["topk"]["residual"]
+        assert residual.shape == (2410,) and 0 < np.count_nonzero(residual) <= 2410 - k
+        saved = pickle.loads(ckpt["client_states"][pid])["stages"]["topk"]["residual"]
+        np.testing.assert_array_equal(saved, residual)
+
+
+def test_run_federated_exports_int8_model_to_summary_and_mlflow(tmp_path):
+    from mlflow import MlflowClient
+
+    cfg = small_config(tmp_path, compression={"final_model": "int8"},
+                       tracking={"enabled": True, "log_model": False})
+    summary = run_federated(cfg, show_progress=False)
+    written = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("bytes_uploaded", "model_bytes_fp32", "model_bytes_int8", "accuracy_fp32",
+                "accuracy_int8"):
+        assert written[key] == summary[key] and written[key] is not None
+    # Measured 11,497 → 6,093 bytes (1.89×): on a 2.4k-parameter model the ~3.5 kB
+    # that torch.save spends on packed-param records dominates (docs/compression.md).
+    assert written["model_bytes_int8"] < written["model_bytes_fp32"] / 1.8
+    assert abs(written["accuracy_int8"] - written["accuracy_fp32"]) <= 0.02
+    assert written["final_model_quantization"]["method"] == "dynamic"
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    metrics = client.get_run(summary["mlflow_run_id"]).data.metrics
+    assert metrics["model_bytes_int8"] == written["model_bytes_int8"]
+    assert metrics["accuracy_int8"] == pytest.approx(written["accuracy_int8"])
+    artifacts = [a.path for a in client.list_artifacts(summary["mlflow_run_id"], "model_int8")]
+    assert artifacts == ["model_int8/model_int8.pt"]
