@@ -161,6 +161,20 @@ class PrivacyConfig:
     grad_sample_mode: str = "hooks"
 
 
+@dataclass
+class AuditConfig:
+    """``jobs/privacy_audit.py``: the empirical audit of ``privacy=central_dp``."""
+
+    # Runs of the mechanism per world (canary in / out).
+    trials: int = 200_000
+    # Rounds audited; null = fl.rounds.
+    rounds: int | None = None
+    # Multiplies the noise actually added, not the accountant's σ (0.5 = the
+    # broken "noise halved" configuration the audit must flag).
+    noise_scale: float = 1.0
+    confidence: float = 0.95
+
+
 COMPRESSION_CODECS = ("none", "int8", "topk")
 FINAL_MODEL_FORMATS = ("none", "int8")
 
@@ -256,6 +270,7 @@ class Config:
     faults: FaultConfig = field(default_factory=FaultConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     participant: ParticipantConfig = field(default_factory=ParticipantConfig)
     secure_agg: SecureAggConfig = field(default_factory=SecureAggConfig)
     # Where summary.json and plots go; the job sets it to Hydra's run directory.
@@ -297,7 +312,8 @@ def config_hash(cfg: Config) -> str:
     continues the same run.
     """
     d = asdict(cfg)
-    for key in ("runtime", "tracking", "checkpoint", "output_dir", "resume", "faults"):
+    for key in ("runtime", "tracking", "checkpoint", "output_dir", "resume", "faults",
+                "audit"):
         d.pop(key)
     d["fl"] = {k: v for k, v in d["fl"].items() if k != "rounds"}
     blob = json.dumps(d, sort_keys=True, default=str).encode()

@@ -48,6 +48,13 @@ def privacy_problems(cfg: Config) -> list[str]:
                                  GRAD_SAMPLE_MODES)):
         check(value in options, f"{key}={value!r} is not one of {sorted(options)}; pick one "
                                 "of those")
+    a = cfg.audit
+    check(a.trials >= 1000, f"audit.trials={a.trials} must be >= 1000 (e.g. 200000): the "
+                            "Clopper–Pearson bounds need many runs")
+    check(a.rounds is None or a.rounds >= 1, f"audit.rounds={a.rounds} must be >= 1 or null")
+    check(a.noise_scale > 0, f"audit.noise_scale={a.noise_scale} must be > 0 (1 = as configured)")
+    check(0.5 < a.confidence < 1, f"audit.confidence={a.confidence} must be in (0.5, 1), "
+                                  "e.g. 0.95")
     if pc.name == "none":
         return p
     check(pc.target_epsilon is not None or pc.noise_multiplier is not None,
