@@ -27,4 +27,13 @@ def compression_problems(cfg: Config) -> list[str]:
                  "e.g. 64")
     if c.latency_batch_size < 1:
         p.append(f"compression.latency_batch_size={c.latency_batch_size} must be >= 1")
+    if c.name != "none" and cfg.privacy.name == "central_dp":
+        # User-level DP-FedAvg's noise is calibrated to ||update|| <= clipping_norm,
+        # and neither codec keeps that bound: stochastic int8 can grow a clipped
+        # update by up to sqrt(d)/127 of its norm, and error feedback sends residual
+        # mass from earlier rounds on top of this round's clipped update.
+        p.append(f"compression={c.name!r} cannot be combined with privacy=central_dp: the "
+                 "decoded update would no longer be bounded by privacy.clipping_norm, so "
+                 "the noise would not cover it; use privacy=local_dp (compression is then "
+                 "post-processing of a DP output) or compression=none (docs/compression.md)")
     return p

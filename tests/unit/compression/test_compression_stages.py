@@ -11,7 +11,7 @@ import torch
 from rayfed.compression.codecs import QuantizedUpdate, SparseUpdate, densify, topk_count
 from rayfed.compression.settings import compression_problems
 from rayfed.compression.stages import Int8Stage, TopKStage
-from rayfed.config import CompressionConfig, Config
+from rayfed.config import CompressionConfig, Config, PrivacyConfig
 from rayfed.data.federated import ClientData
 from rayfed.fl.participant import LocalTraining, Participant
 from rayfed.models import ModelSpec, build_model, get_flat
@@ -90,3 +90,11 @@ def test_validation_names_every_bad_compression_key() -> None:
                 "compression.latency_batch_size=0"):
         assert any(p.startswith(key) for p in problems), key
     assert compression_problems(Config()) == []
+
+
+def test_compression_is_refused_with_central_dp_but_allowed_with_local_dp() -> None:
+    int8 = CompressionConfig(name="int8")
+    central = replace(Config(), compression=int8, privacy=PrivacyConfig(name="central_dp"))
+    assert any("privacy=central_dp" in p for p in compression_problems(central))
+    local = replace(Config(), compression=int8, privacy=PrivacyConfig(name="local_dp"))
+    assert compression_problems(local) == []
