@@ -35,7 +35,8 @@ def test_small_target_stops_at_the_right_round(ray_session, tmp_path):
     assert 1 <= expected < 8
     cfg = small_config(tmp_path, privacy=_central(target_epsilon=target),
                        fl=dict(rounds=8, clients_per_round=3, min_clients=1),
-                       checkpoint=dict(enabled=True))
+                       checkpoint=dict(enabled=True),
+                       tracking=dict(enabled=True, log_model=False))
     summary = run_federated(cfg, show_progress=False)
     assert summary["status"] == "budget_exhausted"
     assert summary["rounds_completed"] + summary["rounds_aborted"] == expected
@@ -45,6 +46,18 @@ def test_small_target_stops_at_the_right_round(ray_session, tmp_path):
     assert summary["noise_multiplier"] == SIGMA and summary["delta"] == DELTA
     ledger = json.loads((tmp_path / "privacy_ledger.json").read_text())
     assert [e["server_round"] for e in ledger["events"]] == list(range(1, expected + 1))
+    # MLflow: ε, δ, σ and C per round, and the ledger as an artifact.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    run_id = summary["mlflow_run_id"]
+    eps = [m.value for m in sorted(client.get_metric_history(run_id, "epsilon"),
+                                   key=lambda m: m.step)]
+    assert len(eps) == expected and eps == sorted(eps) and eps[-1] == pytest.approx(
+        summary["epsilon"])
+    for key, value in (("delta", DELTA), ("noise_multiplier", SIGMA), ("clipping_norm", 0.5)):
+        assert client.get_metric_history(run_id, key)[-1].value == pytest.approx(value)
+    assert "privacy_ledger.json" in [a.path for a in client.list_artifacts(run_id)]
 
 
 def test_resume_keeps_epsilon(ray_session, tmp_path):
