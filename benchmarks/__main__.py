@@ -24,6 +24,7 @@ from pathlib import Path
 BENCHMARKS = {
     "overhead": "Framework overhead: rayfed vs a plain PyTorch loop (issue #2)",
     "dp_overhead": "DP-SGD step vs non-private step, per-sample-gradient modes (issue #3)",
+    "secure_agg": "Secure aggregation: CKKS round vs plaintext round, and the floor (issue #4)",
     "compression": "Compression: uploaded bytes and final int8 models (issue #5)",
 }
 PACKAGES = ("rayfed-learn", "ray", "torch", "numpy", "opacus", "tenseal", "mlflow",

@@ -21,14 +21,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rayfed.config import Config, SecureAggConfig
-from rayfed.secure_agg.ciphertexts import EncryptedAggregate
+from rayfed.secure_agg.ciphertexts import EncryptedAggregate, EncryptedUpdate
 from rayfed.secure_agg.keys import KeyAuthority, KeyBundle
 from rayfed.secure_agg.params import CKKSParams
 from rayfed.secure_agg.roles import Aggregator, Decryptor
@@ -94,8 +94,8 @@ class SecureAggregation:
         sa = cfg.secure_agg
         params = CKKSParams(sa.poly_modulus_degree, tuple(sa.coeff_mod_bit_sizes),
                             sa.global_scale_bits)
-        actor_cls = ray.remote(KeyAuthorityActor).options(**decryptor_options(sa))
-        self._actor = actor_cls.remote(params, sa.min_participants, sa.decrypt_noise_std)
+        actor_cls: Any = ray.remote(KeyAuthorityActor).options(**decryptor_options(sa))
+        self._actor: Any = actor_cls.remote(params, sa.min_participants, sa.decrypt_noise_std)
         # A reference only: Ray hands the value to each participant host.
         self.materials: ray.ObjectRef = self._actor.participant_materials.remote()
         self.aggregator = Aggregator(ray.get(self._actor.public_bundle.remote()),
@@ -125,7 +125,7 @@ class SecureAggregation:
 
     def aggregate(self, fits: Sequence[FitRes]) -> tuple[np.ndarray, int]:
         """(Σ w_i Δ_i, Σ w_i) over ``fits``: summed encrypted, opened by the decryptor."""
-        updates = [r.delta for r in fits]
+        updates = [cast(EncryptedUpdate, r.delta) for r in fits]
         server_round = fits[0].server_round
         t0 = time.perf_counter()
         aggregate = self.aggregator.aggregate(updates, server_round=server_round)
