@@ -195,8 +195,6 @@ class Orchestrator:
         selected = self.privacy.select(self.rng, uniform) if self.privacy else uniform()
         if self.secure_agg is not None:
             self.secure_agg.begin_round(server_round, selected)
-        if self.secure_agg is not None:
-            self.secure_agg.begin_round(server_round, selected)
         # 2. Broadcast: one copy of the weights in the object store for everyone.
         weights_ref = ray.put(self.weights)
         down = len(pickle.dumps(self.weights, protocol=5)) * len(selected)
@@ -211,9 +209,6 @@ class Orchestrator:
         # 4. Collect under the deadline; decide on quorum.
         results, num_late = self._collect(pending, server_round)
         if self.secure_agg is not None:  # ciphertexts are summed, never decoded one by one
-            results = [self.secure_agg.screen(r, server_round) for r in results]
-        else:
-            if self.secure_agg is not None:  # ciphertexts are summed, never decoded one by one
             results = [self.secure_agg.screen(r, server_round) for r in results]
         else:
             results = [self._decode(r) for r in results]
@@ -359,8 +354,6 @@ class Orchestrator:
             metrics.update(self.privacy.metrics())
         if self.secure_agg is not None:
             metrics.update(self.secure_agg.metrics())
-        if self.secure_agg is not None:
-            metrics.update(self.secure_agg.metrics())
         self.tracker.log_metrics(metrics, step=r.server_round)
 
     # -- results -----------------------------------------------------------
@@ -394,8 +387,6 @@ class Orchestrator:
 
     def close(self) -> None:
         self.placement.shutdown()
-        if self.secure_agg is not None:
-            self.secure_agg.close()
         if self.secure_agg is not None:
             self.secure_agg.close()
 
