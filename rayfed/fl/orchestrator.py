@@ -256,9 +256,11 @@ class Orchestrator:
         if self.secure_agg is not None:
             # Σ w_i Δ_i summed encrypted and opened by the decryptor; the denominator
             # counts only the participants whose ciphertexts were summed.
-            total, weight = self.secure_agg.aggregate(fits)
-            dp = self.privacy is not None and self.privacy.unit_weights
-            update = self.privacy.release(total) if dp else total / weight
+            summed, weight = self.secure_agg.aggregate(fits)
+            if self.privacy is not None and self.privacy.unit_weights:
+                update = self.privacy.release(summed)  # DP-FedAvg's fixed denominator
+            else:
+                update = summed / weight
             self.weights = self.strategy.apply(self.weights, update.astype(np.float32))
         elif self.privacy is not None and self.privacy.unit_weights:
             # DP-FedAvg: Σ clip(Δ_i) (weight 1; partial sums are built the same way),
