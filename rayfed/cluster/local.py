@@ -110,15 +110,24 @@ def _server_env(token_path: Path) -> dict[str, str]:
     return env
 
 
-def alive_nodes(state: ClusterState) -> list[dict]:
-    """Nodes the head's state API lists as alive (a plain HTTP call with the token:
-    this process's own Ray client may be configured for another cluster)."""
+def state_api(state: ClusterState, path: str) -> dict:
+    """GET ``path`` from the head's dashboard (jobs, state API) with the cluster's
+    token: a plain HTTP call, because this process's own Ray client may be set up
+    for another cluster or another auth mode."""
     token = Path(state.token_path).read_text().strip()
-    req = urllib.request.Request(f"{state.dashboard_url}/api/v0/nodes?limit=1000",
+    req = urllib.request.Request(f"{state.dashboard_url}{path}",
                                  headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
-        body = json.load(resp)
-    return [n for n in body["data"]["result"]["result"] if n["state"] == "ALIVE"]
+        return json.load(resp)
+
+
+def list_state(state: ClusterState, kind: str) -> list[dict]:
+    """Ray's state API listing of ``kind`` ("nodes", "actors", ...), dead ones included."""
+    return state_api(state, f"/api/v0/{kind}?limit=10000&detail=1")["data"]["result"]["result"]
+
+
+def alive_nodes(state: ClusterState) -> list[dict]:
+    return [n for n in list_state(state, "nodes") if n["state"] == "ALIVE"]
 
 
 def wait_for_nodes(state: ClusterState, timeout_s: float = 60.0) -> None:
