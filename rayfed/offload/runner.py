@@ -37,6 +37,8 @@ class OffloadRun:
                                    crash_device=cfg.faults.crash_device,
                                    crash_after_tasks=cfg.faults.crash_after_tasks)
         self.rates = self.calibrate()
+        # Devices that died in a stream; replaced before the next one starts.
+        self._dead: set[str] = set()
 
     def stream(self) -> list[Task]:
         """The workload: the same for every policy of this run."""
@@ -73,6 +75,9 @@ class OffloadRun:
 
     def run_policy(self, policy: str, tasks: Sequence[Task], *,
                    on_progress: ProgressFn | None = None) -> StreamResult:
+        if self._dead:
+            self._replace(sorted(self._dead))
+            self._dead.clear()
         sched = ray.remote(Scheduler).options(
             num_cpus=self.cfg.fleet.actor_num_cpus, max_concurrency=1000).remote(
             self.profiles, self.devices, self.rates.copy(), self.data, policy=policy,
@@ -88,8 +93,7 @@ class OffloadRun:
             result: StreamResult = ray.get(ref)
         finally:
             ray.kill(sched)
-        if result.dead_devices:
-            self._replace(result.dead_devices)
+        self._dead.update(result.dead_devices)
         return result
 
     def _replace(self, names: Sequence[str]) -> None:

@@ -48,6 +48,10 @@ def test_job_writes_summary_mlflow_metrics_and_latency_cdf(tmp_path):
     assert sorted(on_disk["kinds"]) == ["logreg_infer", "mlp_infer", "mlp_train"]
     assert 0 < g["p50_latency_ms"] <= g["p95_latency_ms"] <= g["p99_latency_ms"]
     assert 0 <= g["deadline_miss_rate"] <= 1
+    # After the stream every device's outstanding load is back to 0.
+    assert set(g["outstanding_after_stream"]) == {"edge_fast-0", "edge_slow-0", "cloud-0"}
+    assert all(v == [0, 0] for v in g["outstanding_after_stream"].values())
+    assert g["reassignments"] == 0 and g["dead_devices"] == []
     assert 0 < on_disk["lower_bound_makespan_s"] <= g["makespan_s"] * 1.0001
     assert "| greedy_eft |" in (tmp_path / "policy_table.md").read_text()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")

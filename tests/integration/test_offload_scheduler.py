@@ -47,17 +47,14 @@ def tiny_config(**faults) -> OffloadConfig:
 
 @pytest.fixture(scope="module")
 def runs():
-    """One fleet whose edge_fast-0 dies on its 3rd task under round robin; then, on the
-    replaced fleet, a greedy_eft stream."""
+    """A fleet whose edge_fast-0 dies on its 3rd task, under round robin."""
     with OffloadRun(tiny_config(crash_device="edge_fast-0", crash_after_tasks=3)) as run:
         tasks = run.stream()
-        crashed = run.run_policy("round_robin", tasks)
-        greedy = run.run_policy("greedy_eft", tasks)
-        yield tasks, crashed, greedy
+        yield tasks, run.run_policy("round_robin", tasks)
 
 
 def test_killed_edge_device_loses_no_task_and_reassignments_are_counted(runs):
-    tasks, crashed, _ = runs
+    tasks, crashed = runs
     assert crashed.dead_devices == ("edge_fast-0",)
     assert sorted(r.task_id for r in crashed.records) == [t.task_id for t in tasks]
     # The task it died on, at least, ran again elsewhere; each retry is one attempt.
@@ -68,17 +65,8 @@ def test_killed_edge_device_loses_no_task_and_reassignments_are_counted(runs):
 
 
 def test_every_device_load_is_back_to_zero_after_the_stream(runs):
-    _, crashed, greedy = runs
-    for result in (crashed, greedy):
-        assert result.outstanding == {"edge_fast-0": (0, 0), "edge_slow-0": (0, 0),
-                                      "cloud-0": (0, 0)}
-
-
-def test_greedy_stream_completes_on_the_replaced_fleet(runs):
-    tasks, _, greedy = runs
-    assert greedy.dead_devices == () and greedy.reassignments == 0
-    assert sorted(r.task_id for r in greedy.records) == [t.task_id for t in tasks]
-    assert all(r.finish_s >= r.arrival_s for r in greedy.records)
-    # Each task's decision is timed; the scheduler's own median is well under 1 ms.
-    assert len(greedy.decision_s) == NUM_TASKS
-    assert sorted(greedy.decision_s)[NUM_TASKS // 2] < 1e-3
+    _, crashed = runs
+    # The dead device's load was dropped when it died; the others' drained task by task.
+    assert crashed.outstanding == {"edge_fast-0": (0, 0), "edge_slow-0": (0, 0),
+                                   "cloud-0": (0, 0)}
+    assert len(crashed.decision_s) == NUM_TASKS
