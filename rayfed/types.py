@@ -109,4 +109,6 @@ class RoundResult:
     train_loss: float | None = None
     test_loss: float | None = None
     test_accuracy: float | None = None
+    # Global model on the participants' validation splits (fl.federated_eval_every).
+    federated_accuracy: float | None = None
     failures: tuple[Failure, ...] = ()

@@ -32,13 +32,22 @@ from rayfed.privacy.server import BUDGET_EXHAUSTED, ServerPrivacy
 from rayfed.strategies import build_strategy
 from rayfed.tracking import NullTracker, Tracker
 from rayfed.train import evaluate
-from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate, RoundResult
+from rayfed.types import (
+    EvalRes,
+    Failure,
+    FailureKind,
+    FitIns,
+    FitRes,
+    PartialAggregate,
+    RoundResult,
+)
 
 log = logging.getLogger(__name__)
 
 
 def _fetch(p: Pending) -> list[Any]:
-    """Resolve one call; a dead actor or a cancelled call becomes Failure values."""
+    """Resolve one call; a dead actor or a failed host becomes Failure values."""
+    kind: FailureKind
     try:
         return list(ray.get(p.ref))
     except ray.exceptions.RayActorError as exc:
@@ -219,15 +228,17 @@ class Orchestrator:
         accepted = decision.accepted
         if self.privacy is not None:
             self.privacy.observe(accepted)
-        common = dict(server_round=server_round, num_selected=len(selected),
-                      num_reported=sum(num_participants(r) for r in accepted),
-                      num_failed=len(failures),
-                      num_late_rejected=num_late, bytes_down=down, failures=failures,
-                      bytes_up=sum(r.payload_bytes for r in decision.accepted))
+        aborted = RoundResult(
+            server_round=server_round, status="aborted", reason=decision.reason,
+            num_selected=len(selected),
+            num_reported=sum(num_participants(r) for r in accepted),
+            num_failed=len(failures), num_late_rejected=num_late,
+            seconds=time.perf_counter() - t0,
+            bytes_up=sum(r.payload_bytes for r in accepted), bytes_down=down,
+            failures=failures)
         if not decision.proceed:
             log.warning(decision.reason)
-            return RoundResult(status="aborted", reason=decision.reason,
-                               seconds=time.perf_counter() - t0, **common)
+            return aborted
         # 5. Aggregate.
         train_loss = self._aggregate(accepted)
         # 6. Evaluate centrally.
@@ -235,9 +246,23 @@ class Orchestrator:
         every = cfg.fl.eval_every
         if server_round == cfg.fl.rounds or (every and server_round % every == 0):
             test_loss, test_acc = self.evaluate()
-        return RoundResult(status="completed", reason=decision.reason,
-                           seconds=time.perf_counter() - t0, train_loss=train_loss,
-                           test_loss=test_loss, test_accuracy=test_acc, **common)
+        fed_acc = None
+        fed_every = cfg.fl.federated_eval_every
+        if fed_every and server_round % fed_every == 0:
+            fed_acc = self._federated_accuracy(selected, server_round)
+        return replace(aborted, status="completed", seconds=time.perf_counter() - t0,
+                       train_loss=train_loss, test_loss=test_loss, test_accuracy=test_acc,
+                       federated_accuracy=fed_acc)
+
+    def _federated_accuracy(self, participant_ids: list[int], server_round: int) -> float | None:
+        """Accuracy of the new global model on the participants' own validation
+        splits, weighted by their sizes (federated evaluation)."""
+        ref = ray.put(self.weights)
+        results: list[EvalRes] = []
+        for p in self.placement.submit_evaluate(server_round, ref, participant_ids):
+            results.extend(r for r in _fetch(p) if isinstance(r, EvalRes) and r.num_examples)
+        n = sum(r.num_examples for r in results)
+        return sum(r.accuracy * r.num_examples for r in results) / n if n else None
 
     def _decode(self, r: FitRes | PartialAggregate | Failure) -> Any:
         """Invert the participants' wire stages (e.g. dequantize) for one update."""
@@ -332,15 +357,6 @@ class Orchestrator:
         set_flat(self.model, self.weights)
         return evaluate(self.model, self._x_test, self._y_test)
 
-    def federated_evaluate(self, participant_ids: list[int]) -> list[EvalRes | Failure]:
-        """Evaluate the global model on participants' own validation splits."""
-        ref = ray.put(self.weights)
-        server_round = self.next_round - 1
-        out: list[EvalRes | Failure] = []
-        for p in self.placement.submit_evaluate(server_round, ref, participant_ids):
-            out.extend(_fetch(p))
-        return out
-
     def _track(self, r: RoundResult) -> None:
         metrics: dict[str, float] = {
             "participants_reported": r.num_reported, "participants_failed": r.num_failed,
@@ -349,7 +365,8 @@ class Orchestrator:
             "round_aborted": float(r.status == "aborted"),
         }
         for name, value in (("train_loss", r.train_loss), ("loss", r.test_loss),
-                            ("accuracy", r.test_accuracy)):
+                            ("accuracy", r.test_accuracy),
+                            ("federated_accuracy", r.federated_accuracy)):
             if value is not None:
                 metrics[name] = value
         if self.privacy is not None:

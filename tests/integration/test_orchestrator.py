@@ -120,3 +120,15 @@ def test_resume_continues_bit_identically(tmp_path):
         resumed = orch.weights
     assert [r.server_round for r in rest] == [3, 4]
     assert resumed.tobytes() == full.tobytes()
+
+
+def test_federated_evaluation_is_the_weighted_mean_of_participants(tmp_path):
+    cfg = small_config(tmp_path, fl={"rounds": 1, "federated_eval_every": 1})
+    with Orchestrator(cfg) as orch:
+        (r,) = list(orch.rounds())
+        weights = orch.weights.copy()
+    host = ParticipantHost(cfg)
+    evals = host.evaluate(1, weights, list(range(6)))
+    n = sum(e.num_examples for e in evals)
+    expected = sum(e.accuracy * e.num_examples for e in evals) / n
+    assert n > 0 and r.federated_accuracy == pytest.approx(expected, abs=1e-12)
