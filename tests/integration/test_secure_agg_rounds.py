@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import ray
 
-from rayfed.config import SecureAggConfig
+from rayfed.config import PrivacyConfig, SecureAggConfig
 from rayfed.fl.host import ParticipantHost
 from rayfed.fl.orchestrator import Orchestrator
 from rayfed.fl.rounds import participant_seed, select_participants
@@ -171,3 +171,22 @@ def test_accuracy_matches_plaintext_fedavg_with_the_same_seed(tmp_path):
             accs[name] = list(orch.rounds())[-1].test_accuracy
     assert accs["ckks"] > 0.25  # learning, well above chance (0.1)
     assert abs(accs["ckks"] - accs["none"]) <= 0.005, accs
+
+
+def test_client_side_dp_composes_with_encryption(tmp_path):
+    """DP-FedAvg with noise at the participants: clip → noise → encrypt gives the
+    plaintext DP run's weights (the same seeds draw the same noise)."""
+    privacy = PrivacyConfig(name="central_dp", noise_placement="clients",
+                            noise_multiplier=0.5, clipping_norm=1.0, delta=1e-3)
+    weights = {}
+    for name in ("none", "ckks"):
+        cfg = small_config(tmp_path, secure_agg=SecureAggConfig(name=name), privacy=privacy,
+                           fl={"rounds": 1, "min_clients": 2})
+        with Orchestrator(cfg) as orch:
+            if name == "ckks":
+                assert orch.pipeline.names == ("dp_clip", "dp_noise", "encrypt")
+            (r,) = list(orch.rounds())
+            assert r.status == "completed"
+            weights[name] = orch.weights.copy()
+    # Unit weights: the decryptor's flooding noise (1e-6) is divided by ~6, not Σ n_i.
+    np.testing.assert_allclose(weights["ckks"], weights["none"], atol=5e-6, rtol=0)
