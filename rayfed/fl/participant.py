@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rayfed.config import Config
+from rayfed.config import Config, ParticipantConfig
 from rayfed.data.federated import ClientData
 from rayfed.models import get_flat, set_flat
 from rayfed.pipeline import Pipeline, UpdateContext
@@ -39,12 +39,15 @@ class LocalTraining:
     momentum: float = 0.0
     weight_decay: float = 0.0
     proximal_mu: float = 0.0
+    # participant.trainer=ddp: the epochs run as a Ray Train DDP job on these workers.
+    ddp: ParticipantConfig | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> LocalTraining:
         return cls(epochs=cfg.fl.local_epochs, batch_size=cfg.fl.batch_size, lr=cfg.fl.lr,
                    optimizer=cfg.fl.optimizer, momentum=cfg.fl.momentum,
-                   weight_decay=cfg.fl.weight_decay, proximal_mu=cfg.strategy.proximal_mu)
+                   weight_decay=cfg.fl.weight_decay, proximal_mu=cfg.strategy.proximal_mu,
+                   ddp=cfg.participant if cfg.participant.trainer == "ddp" else None)
 
     @property
     def stateful(self) -> bool:
@@ -100,7 +103,7 @@ class Participant:
                 proximal_mu=t.proximal_mu, anchor=anchor)
             model, optimizer, proximal_mu = self.record_dp.model, session.optimizer, 0.0
         loss_sum, seen = 0.0, 0
-        for _ in range(t.epochs):
+        for _ in range(t.epochs if t.ddp is None else 0):  # ddp: the epochs run below
             batches = (session.batches(self.data.x_train, self.data.y_train, generator)
                        if session is not None else
                        tensor_batches(self.data.x_train, self.data.y_train,
@@ -109,6 +112,8 @@ class Participant:
                                 anchor=anchor)
             loss_sum += stats.loss * stats.num_examples
             seen += stats.num_examples
+        if t.ddp is not None:
+            loss_sum, seen = self._fit_ddp(ins, t.ddp)
         delta = get_flat(self.model) - global_weights
         dp_metrics: dict[str, float] = {}
         if session is not None:
@@ -137,6 +142,25 @@ class Participant:
                      "fit_seconds": time.perf_counter() - started, **dp_metrics},
             state=pickle.dumps(state, protocol=5) if state else None,
         )
+
+    def _fit_ddp(self, ins: FitIns, d: ParticipantConfig) -> tuple[float, int]:
+        """The round's epochs as a Ray Train DDP job; ``self.model`` ends trained.
+
+        Returns (loss × examples, examples) of the last epoch, like the local loop.
+        """
+        from rayfed.train.ddp import Optimization, Scaling, ddp_local_round
+
+        t = self.training
+        opt = Optimization(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                           optimizer=t.optimizer, momentum=t.momentum,
+                           weight_decay=t.weight_decay, proximal_mu=t.proximal_mu)
+        loss = ddp_local_round(
+            self.model, self.data.x_train, self.data.y_train, opt=opt,
+            scaling=Scaling(d.num_workers, d.use_gpu, dict(d.resources_per_worker)),
+            precision=d.precision, seed=ins.seed, storage_path=d.storage_path,
+            run_name=f"participant{self.participant_id}_round{ins.server_round}_{ins.seed}")
+        n = len(self.data.x_train)
+        return loss * n, n
 
     def evaluate(self, global_weights: np.ndarray, server_round: int) -> EvalRes:
         set_flat(self.model, global_weights)

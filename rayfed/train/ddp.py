@@ -167,7 +167,7 @@ def worker_loop(config: dict[str, Any]) -> None:
 
     for epoch in range(start_epoch, opt.epochs):
         if plan.crash_rank == rank and epoch == plan.crash_epoch and not state:
-            os._exit(1)  # chaos: a real worker death, before this epoch's checkpoint
+            _crash_after_commit()
         sampler = getattr(loader, "batch_sampler", None)
         for s in (sampler, getattr(loader, "sampler", None)):
             if hasattr(s, "set_epoch"):
@@ -194,7 +194,7 @@ def worker_loop(config: dict[str, Any]) -> None:
                 net, x_test, y_test, device=device, autocast_dtype=amp.autocast_dtype)
         if cuda:
             metrics.update(trace.tf32 or {})
-        trace.end_epoch(epoch, dataset, plan.trace_dir)
+        trace.end_epoch(epoch, dataset, net, plan.trace_dir)
         _report(rank, metrics, net, optimizer, scaler, epoch, dp_steps)
         if tracker is not None:
             tracker.log_metrics({k: float(v) for k, v in metrics.items()
@@ -203,6 +203,20 @@ def worker_loop(config: dict[str, Any]) -> None:
         import mlflow
 
         mlflow.flush_async_logging()
+
+
+def _crash_after_commit() -> None:
+    """Chaos: a real worker death, once the checkpoints reported so far are committed.
+
+    Ray Train restarts from the latest checkpoint its controller has *committed*;
+    a worker that dies right after reporting can beat the commit, and the group
+    then restarts one epoch earlier. Waiting makes the restart point known.
+    """
+    from ray.train import CheckpointConsistencyMode
+
+    ray.train.get_all_reported_checkpoints(
+        consistency_mode=CheckpointConsistencyMode.COMMITTED, timeout_s=120)
+    os._exit(1)
 
 
 def _report(rank: int, metrics: dict[str, Any], net: nn.Module, optimizer: Any,

@@ -54,8 +54,8 @@ class RankTrace:
     tf32: dict[str, bool] | None = None
     initial_digest: str | None = None
     first_step_digest: str | None = None
-    # epoch -> {"indices": [...], "noise_norms": [...]}
-    epochs: dict[int, dict[str, list[Any]]] = field(default_factory=dict)
+    # epoch -> {"indices": [...], "noise_norms": [...], "digest": parameters at its end}
+    epochs: dict[int, dict[str, Any]] = field(default_factory=dict)
     _noise: list[float] = field(default_factory=list, repr=False)
 
     def first_step(self, model: nn.Module) -> None:
@@ -70,11 +70,13 @@ class RankTrace:
         if isinstance(dataset, IndexRecorder):
             dataset.seen.clear()
 
-    def end_epoch(self, epoch: int, dataset: Any, trace_dir: str | None) -> None:
+    def end_epoch(self, epoch: int, dataset: Any, model: nn.Module,
+                  trace_dir: str | None) -> None:
         if trace_dir is None:
             return
         indices = dataset.seen.copy() if isinstance(dataset, IndexRecorder) else []
-        self.epochs[epoch] = {"indices": indices, "noise_norms": self._noise.copy()}
+        self.epochs[epoch] = {"indices": indices, "noise_norms": self._noise.copy(),
+                              "digest": param_digest(model)}
         path = Path(trace_dir) / f"rank{self.rank}-attempt{self.start_epoch}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
