@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rayfed.offload.cost import RateTable, candidates, rate_key, variants_for
+from rayfed.offload.cost import LoadLedger, RateTable, candidates, rate_key, variants_for
 from rayfed.offload.policies import POLICIES
 from rayfed.offload.profiles import fleet_profiles
-from rayfed.offload.scheduler import LoadLedger
 from rayfed.offload.tasks import describe_kinds, make_stream
 from rayfed.offload.zoo import build_zoo
 

@@ -16,8 +16,9 @@ finish is
 * transfers follow :func:`rayfed.offload.profiles.transfer_s`; zero on ``o``.
 
 This is the earliest-finish-time estimate of list scheduling (HEFT, Topcuoglu et
-al. 2002) applied online, one task at a time. Everything here is pure except the
-small :class:`RateTable`, which only holds the EWMA state.
+al. 2002) applied online, one task at a time. Everything here is pure except two
+small holders of state: :class:`RateTable` (the EWMA rates) and
+:class:`LoadLedger` (the live load the scheduler keeps).
 """
 
 from __future__ import annotations
@@ -137,3 +138,36 @@ class RateTable:
         out = RateTable(alpha=self.alpha)
         out.rates = dict(self.rates)
         return out
+
+
+class LoadLedger:
+    """Outstanding predicted compute per device, task by task, so that it returns to
+    exactly zero when every task has completed (no floating-point drift)."""
+
+    def __init__(self, profiles: Sequence[DeviceProfile], *, capacity: int) -> None:
+        self.profiles = {p.name: p for p in profiles}
+        self.capacity = capacity
+        self.inflight: dict[str, dict[int, float]] = {p.name: {} for p in profiles}
+        self.dead: set[str] = set()
+
+    def add(self, device: str, task_id: int, predicted_s: float) -> None:
+        self.inflight[device][task_id] = predicted_s
+
+    def remove(self, device: str, task_id: int) -> None:
+        self.inflight[device].pop(task_id, None)
+
+    def kill(self, device: str) -> None:
+        self.dead.add(device)
+        self.inflight[device].clear()
+
+    def snapshot(self) -> list[DeviceLoad]:
+        return [DeviceLoad(profile=p, outstanding_s=sum(self.inflight[n].values()),
+                           outstanding_tasks=len(self.inflight[n]), capacity=self.capacity,
+                           alive=n not in self.dead)
+                for n, p in self.profiles.items()]
+
+    def outstanding(self) -> dict[str, tuple[float, int]]:
+        return {n: (sum(t.values()), len(t)) for n, t in self.inflight.items()}
+
+    def total_tasks(self) -> int:
+        return sum(len(t) for t in self.inflight.values())

@@ -164,7 +164,7 @@ def spawn_fleet(profiles: tuple[DeviceProfile, ...], zoo: Mapping[str, ZooModel]
         log.warning("cluster has no %s resource(s); devices fall back to plain CPUs",
                     ", ".join(missing))
     zoo_ref = ray.put(dict(zoo))
-    handles = {}
+    handles: dict[str, Any] = {}
     for p in profiles:
         cls = CloudWorker if p.kind == "cloud" else EdgeDevice
         remote = ray.remote(cls).options(**_actor_options(p, fleet, have))

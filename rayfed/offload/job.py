@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rayfed.offload.config import OffloadJobConfig
+from rayfed.tracking.base import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,10 @@ def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
                 for name in policies:
                     bar = progress.add_task(name, total=len(tasks))
                     load_before = os.getloadavg()[0]
-                    results[name] = run.run_policy(
-                        name, tasks, on_progress=lambda n, bar=bar: progress.update(
-                            bar, completed=n))
+                    def advance(done: int, bar: Any = bar) -> None:
+                        progress.update(bar, completed=done)
+
+                    results[name] = run.run_policy(name, tasks, on_progress=advance)
                     progress.update(bar, completed=len(tasks))
                     host_load[name] = (load_before, os.getloadavg()[0])
             records = [r for res in results.values() for r in res.records]
@@ -152,7 +154,7 @@ def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
         console.print(_table(summary))
         return summary
     except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        status: RunStatus = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         summary_path.write_text(json.dumps({
             "status": status, "error": f"{type(exc).__name__}: {exc}",
             "traceback": traceback.format_exc(limit=5)}, indent=2) + "\n")

@@ -16,7 +16,7 @@ import numpy as np
 from rayfed.offload.bounds import makespan_lower_bound
 from rayfed.offload.cost import RateTable, rate_key, variants_for
 from rayfed.offload.profiles import DeviceProfile, transfer_s
-from rayfed.offload.scheduler import StreamResult, TaskRecord
+from rayfed.offload.records import StreamResult, TaskRecord
 from rayfed.offload.tasks import Task
 
 

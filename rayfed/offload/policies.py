@@ -86,6 +86,7 @@ def deadline_aware(task: Task, estimates: Sequence[Estimate], *, threshold: floa
                    seed: int = 0) -> Placement | None:
     room = [e for e in estimates if e.has_room]
     on_time = [e for e in room if e.finish_s <= task.deadline_s]
+    best: Estimate | None
     if on_time:
         best = min(on_time, key=lambda e: (e.bytes_moved, e.energy_j, e.finish_s, e.device))
     else:

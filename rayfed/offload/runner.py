@@ -78,7 +78,7 @@ class OffloadRun:
         if self._dead:
             self._replace(sorted(self._dead))
             self._dead.clear()
-        sched = ray.remote(Scheduler).options(
+        sched: Any = ray.remote(Scheduler).options(
             num_cpus=self.cfg.fleet.actor_num_cpus, max_concurrency=1000).remote(
             self.profiles, self.devices, self.rates.copy(), self.data, policy=policy,
             queue_capacity=self.cfg.fleet.queue_capacity,

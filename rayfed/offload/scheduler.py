@@ -7,8 +7,8 @@ chosen queue is full → on completion, decrement the device's load and update
 its EWMA rate → on a device's death, mark it dead, drop its load, and put each
 of its tasks back at the front of the line (counted as a reassignment).
 
-:class:`LoadLedger` is the live load, a plain class; :class:`Scheduler` is an
-asyncio Ray actor, the only part here that touches Ray.
+:class:`~rayfed.offload.cost.LoadLedger` holds the live load; :class:`Scheduler`,
+an asyncio Ray actor, is the shell around it and the policies.
 """
 
 from __future__ import annotations
@@ -17,85 +17,19 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from rayfed.data.datasets import ArrayDataset
 from rayfed.errors import RayfedError
-from rayfed.offload.cost import DeviceLoad, RateTable, candidates, rate_key
+from rayfed.offload.cost import LoadLedger, RateTable, candidates, rate_key
 from rayfed.offload.devices import TaskRequest, TaskResult
 from rayfed.offload.policies import Placement, get_policy
 from rayfed.offload.profiles import DeviceProfile
+from rayfed.offload.records import StreamResult, TaskRecord
 from rayfed.offload.tasks import Task
 from rayfed.offload.zoo import batch
-
-
-class LoadLedger:
-    """Outstanding predicted compute per device, task by task, so that it returns to
-    exactly zero when every task has completed (no floating-point drift)."""
-
-    def __init__(self, profiles: Sequence[DeviceProfile], *, capacity: int) -> None:
-        self.profiles = {p.name: p for p in profiles}
-        self.capacity = capacity
-        self.inflight: dict[str, dict[int, float]] = {p.name: {} for p in profiles}
-        self.dead: set[str] = set()
-
-    def add(self, device: str, task_id: int, predicted_s: float) -> None:
-        self.inflight[device][task_id] = predicted_s
-
-    def remove(self, device: str, task_id: int) -> None:
-        self.inflight[device].pop(task_id, None)
-
-    def kill(self, device: str) -> None:
-        self.dead.add(device)
-        self.inflight[device].clear()
-
-    def snapshot(self) -> list[DeviceLoad]:
-        return [DeviceLoad(profile=p, outstanding_s=sum(self.inflight[n].values()),
-                           outstanding_tasks=len(self.inflight[n]), capacity=self.capacity,
-                           alive=n not in self.dead)
-                for n, p in self.profiles.items()]
-
-    def outstanding(self) -> dict[str, tuple[float, int]]:
-        return {n: (sum(t.values()), len(t)) for n, t in self.inflight.items()}
-
-    def total_tasks(self) -> int:
-        return sum(len(t) for t in self.inflight.values())
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    task_id: int
-    kind: str
-    origin: str
-    device: str
-    variant: str
-    arrival_s: float
-    finish_s: float
-    deadline_s: float
-    predicted_finish_s: float
-    compute_s: float
-    bytes_moved: int
-    energy_j: float
-    accuracy: float
-    attempts: int
-
-    @property
-    def latency_s(self) -> float:
-        return self.finish_s - self.arrival_s
-
-
-@dataclass(frozen=True)
-class StreamResult:
-    policy: str
-    records: tuple[TaskRecord, ...]
-    reassignments: int
-    dead_devices: tuple[str, ...]
-    decision_s: tuple[float, ...]
-    outstanding: Mapping[str, tuple[float, int]]
-    max_intake: int
 
 
 class Scheduler:

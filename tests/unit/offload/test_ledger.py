@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from rayfed.offload.cost import LoadLedger
 from rayfed.offload.profiles import DeviceProfile
-from rayfed.offload.scheduler import LoadLedger
 
 
 def profile(name: str) -> DeviceProfile:
