@@ -129,3 +129,16 @@ def test_participant_runs_its_local_round_as_a_ddp_job(tmp_path):
         (result,) = list(orch.rounds())
     assert result.status == "completed" and result.num_reported == 1
     assert result.test_accuracy is not None and result.test_accuracy > before + 0.4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_gpu_worker_trains_with_bf16_and_reports_tf32(tmp_path):
+    job = job_config(tmp_path, epochs=5, num_workers=1, use_gpu=True, precision="bf16",
+                     tf32=True, resources_per_worker={"CPU": 1, "GPU": 1})
+    job.tracking.enabled = False
+    summary = run_training(job)
+    assert summary["final_accuracy"] >= 0.90
+    assert summary["tf32"] == {"tf32_matmul": True, "tf32_cudnn": True}
+    (trace,) = read_traces(job.train.trace_dir)
+    assert trace["device"].startswith("cuda")
