@@ -26,6 +26,7 @@ BENCHMARKS = {
     "dp_overhead": "DP-SGD step vs non-private step, per-sample-gradient modes (issue #3)",
     "secure_agg": "Secure aggregation: CKKS round vs plaintext round, and the floor (issue #4)",
     "compression": "Compression: uploaded bytes and final int8 models (issue #5)",
+    "ddp_amp": "Ray Train DDP: AMP vs fp32 samples/s, Ray Train vs torchrun (issue #7)",
 }
 PACKAGES = ("rayfed-learn", "ray", "torch", "numpy", "opacus", "tenseal", "mlflow",
             "hydra-core")
