@@ -192,6 +192,8 @@ class Orchestrator:
             if self._ckpt and result.server_round % self.cfg.checkpoint.every == 0:
                 self._ckpt.save(result.server_round, self._state())
             yield result
+            if self.privacy is not None and self.privacy.budget_exhausted:
+                return  # record level: every selected participant has spent its budget
 
     def run_round(self, server_round: int) -> RoundResult:
         cfg = self.cfg
@@ -227,7 +229,7 @@ class Orchestrator:
         self.placement.note_crashes([f.participant_id for f in failures if f.kind == "crash"])
         accepted = decision.accepted
         if self.privacy is not None:
-            self.privacy.observe(accepted)
+            self.privacy.observe(accepted, failures)
         aborted = RoundResult(
             server_round=server_round, status="aborted", reason=decision.reason,
             num_selected=len(selected),

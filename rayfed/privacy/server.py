@@ -29,6 +29,8 @@ from rayfed.types import Failure, FitRes, PartialAggregate
 log = logging.getLogger(__name__)
 
 BUDGET_EXHAUSTED = "budget_exhausted"
+# The phrase a participant's refusal carries (rayfed.privacy.dpsgd.BudgetExhaustedError).
+BUDGET_REFUSAL = "privacy budget exhausted"
 
 
 class ServerPrivacy:
@@ -72,8 +74,20 @@ class ServerPrivacy:
             raise RuntimeError("release() is for privacy=central_dp")
         return self.user.release(clipped_sum)
 
-    def observe(self, results: Sequence[FitRes | PartialAggregate | Failure]) -> None:
-        """Note the record-level ε that participants report with their updates."""
+    def observe(self, results: Sequence[FitRes | PartialAggregate | Failure],
+                failures: Sequence[Failure] = ()) -> None:
+        """Note the record-level ε that participants report with their updates.
+
+        A round in which nobody trained because every selected participant had
+        spent its record-level budget ends the run as ``budget_exhausted``.
+        """
+        if (self.user is None and failures and not results
+                and all(BUDGET_REFUSAL in f.reason for f in failures)):
+            self.budget_exhausted = True
+            self.reason = (f"privacy budget exhausted: all {len(failures)} participants selected "
+                           f"in round {failures[0].server_round} have spent "
+                           "privacy.target_epsilon at record level; stopped")
+            log.warning(self.reason)
         for r in results:
             if isinstance(r, FitRes) and "epsilon" in r.metrics:
                 self.record[r.participant_id] = _privacy_metrics(r.metrics)

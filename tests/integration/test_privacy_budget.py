@@ -91,3 +91,25 @@ def test_record_level_run_reports_the_largest_participant_epsilon(ray_session, t
     assert summary["delta"] == 1e-5 and summary["noise_multiplier"] > 0
     ledger = json.loads((tmp_path / "privacy_ledger.json").read_text())
     assert max(e["epsilon"] for e in ledger["events"]) == summary["epsilon"]
+
+
+def test_record_level_run_stops_when_every_participant_has_spent_its_budget(ray_session,
+                                                                           tmp_path):
+    from rayfed.fl.host import ParticipantHost
+
+    privacy = PrivacyConfig(name="local_dp", noise_multiplier=1.0, delta=1e-5)
+    cfg = small_config(tmp_path, privacy=privacy, fl=dict(rounds=4))
+    host = ParticipantHost(cfg)
+    one, two = [], []
+    for pid in range(cfg.fl.num_clients):
+        plan = host._record_dp.plan(len(host.participant(pid).data.x_train))
+        ev = DpEvent(plan.sample_rate, plan.noise_multiplier, plan.steps_per_round)
+        one.append(epsilon([ev], delta=1e-5))
+        two.append(epsilon([ev, ev], delta=1e-5))
+    assert max(one) < min(two)
+    target = (max(one) + min(two)) / 2  # every participant can afford exactly one round
+    cfg = replace(cfg, privacy=replace(privacy, target_epsilon=target))
+    summary = run_federated(cfg, show_progress=False)
+    assert summary["status"] == "budget_exhausted"
+    assert summary["rounds_completed"] == 1 and summary["rounds_aborted"] == 1
+    assert summary["epsilon"] == pytest.approx(max(one))
