@@ -101,3 +101,26 @@ def test_steady_throughput_skips_the_warm_up_epoch():
     assert steady_samples_per_second([10.0, 100.0, 110.0]) == pytest.approx(105.0)
     assert steady_samples_per_second([42.0]) == 42.0
     assert steady_samples_per_second([]) is None
+
+
+@pytest.mark.parametrize(("overrides", "problem"), [
+    ([], None),
+    (["train=gpu", "dataset=cifar10", "model=cnn"], None),
+    (["train.precision=fp16"], "train.precision=fp16 needs CUDA"),
+    (["privacy=local_dp", "privacy.noise_multiplier=1.0"], None),
+    (["privacy=central_dp"], "does not apply to centralized training"),
+])
+def test_train_job_config_composes_from_conf(overrides, problem):
+    from hydra import compose, initialize_config_dir
+
+    from rayfed.train.config import register_train_configs, to_train_job_config
+    from tests.conftest import CONF
+
+    register_train_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        job = to_train_job_config(compose(config_name="train_job", overrides=overrides))
+    problems = validate(job)
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in p for p in problems), problems
