@@ -69,7 +69,7 @@ class TaskKindConfig:
     model: str = "mlp"
     op: str = "infer"
     batch_size: int = 64
-    # Share of the stream (normalised over all kinds).
+    # Share of the stream (normalised over all kinds); 0 keeps the kind defined but off.
     weight: float = 1.0
     deadline_ms: float = 500.0
 
@@ -189,7 +189,8 @@ def validate(cfg: OffloadConfig) -> list[str]:
           f"offload.fleet.actor_num_cpus={fleet.actor_num_cpus} must be > 0")
 
     wl = cfg.workload
-    check(bool(wl.tasks), "offload.workload.tasks is empty; define at least one task kind")
+    check(any(t.weight > 0 for t in wl.tasks.values()),
+          "offload.workload.tasks has no kind with weight > 0; give one a positive weight")
     for name, m in wl.models.items():
         key = f"offload.workload.models.{name}"
         check(m.dataset in ZOO_DATASETS,
@@ -201,7 +202,7 @@ def validate(cfg: OffloadConfig) -> list[str]:
                                     f"offload.workload.models {sorted(wl.models)}")
         check(t.op in TASK_OPS, f"{key}.op={t.op!r} must be one of {TASK_OPS}")
         check(t.batch_size >= 1, f"{key}.batch_size={t.batch_size} must be >= 1")
-        check(t.weight > 0, f"{key}.weight={t.weight} must be > 0")
+        check(t.weight >= 0, f"{key}.weight={t.weight} must be >= 0")
         check(t.deadline_ms > 0, f"{key}.deadline_ms={t.deadline_ms} must be > 0")
     crash = cfg.faults.crash_device
     if crash is not None:

@@ -64,11 +64,14 @@ class DeviceRuntime:
         self.crash_after_tasks = crash_after_tasks
         self.executed = 0
 
-    def execute(self, req: TaskRequest, x: np.ndarray, y: np.ndarray) -> tuple[float, Any]:
-        """Run ``req`` for real; return (measured seconds, output)."""
-        self.executed += 1
-        if self.crash_after_tasks is not None and self.executed >= self.crash_after_tasks:
-            os._exit(1)  # chaos: the device dies mid-task, with more tasks queued
+    def execute(self, req: TaskRequest, x: np.ndarray, y: np.ndarray, *,
+                count: bool = True) -> tuple[float, Any]:
+        """Run ``req`` for real; return (measured seconds, output). Calibration runs
+        pass ``count=False``: they are not tasks, and never trigger the chaos crash."""
+        if count:
+            self.executed += 1
+            if self.crash_after_tasks is not None and self.executed >= self.crash_after_tasks:
+                os._exit(1)  # chaos: the device dies mid-task, with more tasks queued
         model = self.models[req.model][req.variant]
         # Ray hands over read-only arrays; torch wants writable ones.
         xt = torch.tensor(x, device=self.torch_device)
@@ -85,15 +88,9 @@ class DeviceRuntime:
 
     def calibrate(self, req: TaskRequest, x: np.ndarray, y: np.ndarray, runs: int) -> list[float]:
         """Emulated compute seconds of ``runs`` runs, after one warm-up run."""
-        self.execute_uncounted(req, x, y)
-        return [self.execute_uncounted(req, x, y) * self.profile.slowdown for _ in range(runs)]
-
-    def execute_uncounted(self, req: TaskRequest, x: np.ndarray, y: np.ndarray) -> float:
-        executed, self.executed = self.executed, -(1 << 30)
-        try:
-            return self.execute(req, x, y)[0]
-        finally:
-            self.executed = executed
+        self.execute(req, x, y, count=False)
+        return [self.execute(req, x, y, count=False)[0] * self.profile.slowdown
+                for _ in range(runs)]
 
 
 class DeviceActor:

@@ -85,8 +85,8 @@ def describe_kinds(workload: WorkloadConfig, zoo: Mapping[str, ZooModel]) -> dic
 
 
 def make_stream(kinds: Sequence[TaskKind], weights: Sequence[float], origins: Sequence[str],
-                *, num_tasks: int, arrival_rate: float, rng: np.random.Generator,
-                data_sizes: Mapping[str, int] | None = None) -> list[Task]:
+                *, num_tasks: int, arrival_rate: float,
+                rng: np.random.Generator) -> list[Task]:
     """``num_tasks`` Poisson arrivals at ``arrival_rate`` per second, first at t=0."""
     p = np.asarray(weights, dtype=np.float64)
     p = p / p.sum()

@@ -63,13 +63,29 @@ def load_data(name: str, *, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
     return load_splits(name, seed=seed, num_samples=4000)
 
 
-def _load_state(m: ZooModelConfig, key: str) -> dict[str, torch.Tensor]:
-    src = m.source or ""
-    if src.endswith((".pt", ".pth")):
-        return torch.load(src, map_location="cpu", weights_only=True)
+def _load_state(source: str) -> dict[str, torch.Tensor]:
+    """A ``state_dict`` file, or an MLflow model URI resolved against
+    ``MLFLOW_TRACKING_URI``, else the federated job's default store."""
+    if source.endswith((".pt", ".pth")):
+        return torch.load(source, map_location="cpu", weights_only=True)
     import mlflow.pytorch
 
-    return mlflow.pytorch.load_model(src, map_location="cpu").state_dict()
+    from rayfed.tracking.mlflow import default_tracking_uri
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(default_tracking_uri())
+    try:
+        return mlflow.pytorch.load_model(source, map_location="cpu").state_dict()
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def mlflow_errors() -> type[Exception]:
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # pragma: no cover - mlflow is a dependency
+        return RuntimeError
+    return MlflowException
 
 
 def build_zoo_model(key: str, m: ZooModelConfig, data: tuple[ArrayDataset, ArrayDataset],
@@ -81,8 +97,8 @@ def build_zoo_model(key: str, m: ZooModelConfig, data: tuple[ArrayDataset, Array
     model = build_model(spec, seed=seed)
     if m.source:
         try:
-            model.load_state_dict(_load_state(m, key))
-        except (RuntimeError, OSError) as exc:
+            model.load_state_dict(_load_state(m.source))
+        except (RuntimeError, OSError, mlflow_errors()) as exc:
             raise ConfigError([f"offload.workload.models.{key}.source={m.source!r} does not "
                                f"load into a {m.name} with hidden_sizes={m.hidden_sizes}, "
                                f"channels={m.channels}: {str(exc).splitlines()[0]}; set "

@@ -60,3 +60,32 @@ def test_job_writes_summary_mlflow_metrics_and_latency_cdf(tmp_path):
     assert run.data.metrics["greedy_eft.p95_latency_ms"] == pytest.approx(g["p95_latency_ms"])
     plots = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
     assert plots == ["plots/latency_cdf_greedy_eft.png"]
+
+
+def test_model_trained_by_the_federated_job_is_loaded_from_its_mlflow_run(tmp_path,
+                                                                           monkeypatch):
+    """The federated job logs its final model as MLflow artifact ``model``; a zoo entry
+    with ``source: runs:/<id>/model`` runs tasks on exactly those weights."""
+    import torch
+
+    from rayfed.models.registry import ModelSpec, build_model
+    from rayfed.offload.config import ZooModelConfig
+    from rayfed.offload.zoo import build_zoo_model, instantiate, load_data
+    from rayfed.tracking.mlflow import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    trained = build_model(ModelSpec("mlp", (1, 8, 8), 10, (128,)), seed=7)
+    tracker = MlflowTracker(uri=uri, experiment="fl", run_name="fl")
+    run_id = tracker.start(params={}, tags={})
+    tracker.log_model(trained, input_example=torch.zeros(2, 1, 8, 8).numpy())
+    tracker.finish("FINISHED")
+
+    zm = build_zoo_model("fl", ZooModelConfig(name="mlp", hidden_sizes=[128],
+                                              source=f"runs:/{run_id}/model"),
+                         load_data("digits"), seed=0)
+    loaded = instantiate(zm)
+    for a, b in zip(loaded["fp32"].state_dict().values(), trained.state_dict().values(),
+                    strict=True):
+        torch.testing.assert_close(a, b)
+    assert set(zm.accuracy) == {"fp32", "int8"}
