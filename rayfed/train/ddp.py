@@ -124,7 +124,8 @@ def worker_loop(config: dict[str, Any]) -> None:
     trace = RankTrace(rank=rank, world_size=world, start_epoch=start_epoch,
                       restored=bool(state), device=str(device),
                       tf32=tf32_state() if cuda else None)
-    trace.initial_digest = param_digest(net)
+    if plan.trace_dir is not None:
+        trace.initial_digest = param_digest(net)
 
     distributed = world > 1
     # Under DP, Opacus's DPDDP wraps the model instead of torch's DDP.
