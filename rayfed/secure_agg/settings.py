@@ -48,10 +48,8 @@ def secure_agg_problems(cfg: Config) -> list[str]:
 
 def _composition_problems(cfg: Config) -> list[str]:
     p: list[str] = []
-    # The compression section is another feature's; read it defensively so that
-    # this check does not depend on its landing first.
-    compression = getattr(cfg, "compression", None)
-    if compression is not None and compression.name != "none":
+    compression = cfg.compression
+    if compression.name != "none":
         p.append(f"compression={compression.name!r} cannot be combined with secure_agg=ckks: "
                  "a CKKS ciphertext costs the same N/2 slots whatever the values' precision "
                  "(int8 saves nothing), and top-k picks different coordinates per "

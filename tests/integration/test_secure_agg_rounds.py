@@ -24,6 +24,7 @@ from rayfed.pipeline import UpdateContext
 from rayfed.secure_agg.ciphertexts import EncryptedUpdate
 from rayfed.secure_agg.keys import KeyAuthority
 from rayfed.secure_agg.params import PRESETS
+from rayfed.secure_agg.session import decryptor_options
 from rayfed.secure_agg.stage import EncryptStage
 from rayfed.tracking.mlflow import MlflowTracker
 from rayfed.types import Failure, FitIns, FitRes
@@ -190,3 +191,13 @@ def test_client_side_dp_composes_with_encryption(tmp_path):
             weights[name] = orch.weights.copy()
     # Unit weights: the decryptor's flooding noise (1e-6) is divided by ~6, not Σ n_i.
     np.testing.assert_allclose(weights["ckks"], weights["none"], atol=5e-6, rtol=0)
+
+
+def test_decryptor_placement_on_a_single_node_cluster():
+    """No other node and no such resource: the decryptor runs locally, reserving
+    no CPU that participants need (a named resource it lacks is dropped)."""
+    opts = decryptor_options(SecureAggConfig(name="ckks", decryptor_resources={"keyholder": 1}))
+    assert opts["num_cpus"] == 0 and "resources" not in opts
+    assert "scheduling_strategy" not in opts  # this cluster has one node
+    have = decryptor_options(SecureAggConfig(name="ckks", decryptor_resources={"CPU": 1}))
+    assert have["resources"] == {"CPU": 1}

@@ -19,6 +19,7 @@ from rayfed.config import (
     to_config,
     validate,
 )
+from rayfed.launch import preflight
 from rayfed.pipeline import build_pipeline
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
@@ -75,3 +76,12 @@ def test_config_group_composes(choice, n):
     GlobalHydra.instance().clear()
     assert cfg.secure_agg.name == "ckks" and cfg.secure_agg.poly_modulus_degree == n
     assert validate(cfg) == []
+
+
+def test_command_line_preflight_lists_every_secure_agg_problem():
+    problems = preflight(["secure_agg=ckks", "strategy=krum", "compression=topk",
+                          "secure_agg.poly_modulus_degree=4096"], config_dir=CONF)
+    joined = "\n".join(problems)
+    assert len(problems) == 3
+    for key in ("bound of 109 bits", "strategy.reducer='krum'", "compression='topk'"):
+        assert key in joined
