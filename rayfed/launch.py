@@ -114,8 +114,11 @@ def _result_table(summary: dict[str, Any]) -> Any:
 
 
 def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
-                  show_progress: bool = True) -> dict[str, Any]:
-    """Run one federated experiment end to end and return its summary."""
+                  show_progress: bool = True, run_name: str | None = None,
+                  parent_run_id: str | None = None) -> dict[str, Any]:
+    """Run one federated experiment end to end and return its summary.
+
+    ``parent_run_id``: the MLflow run of the sweep this run is a trial of."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -129,7 +132,7 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
     out_dir = Path(cfg.output_dir)
     summary_path = out_dir / "summary.json"
     tracker: Tracker = (MlflowTracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
-                                      run_name=cfg.name)
+                                      run_name=run_name or cfg.name, parent_run_id=parent_run_id)
                         if cfg.tracking.enabled else NullTracker())
     orch: Orchestrator | None = None
     summary: dict[str, Any] = {"status": "FAILED"}
@@ -191,17 +194,38 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
             orch.close()
 
 
+def sweep_trial(cfg: Config, *, sweep_id: str,
+                overrides: Sequence[str]) -> tuple[str, str | None]:
+    """A multirun trial's MLflow run name and its sweep's parent run (made by
+    :class:`~rayfed.tracking.sweep.MlflowSweepCallback` before the trials)."""
+    import mlflow
+
+    from rayfed.tracking.mlflow import default_tracking_uri
+    from rayfed.tracking.sweep import find_parent, trial_name
+
+    client = mlflow.MlflowClient(tracking_uri=cfg.tracking.uri or default_tracking_uri())
+    parent = find_parent(client, cfg.tracking.experiment, sweep_id)
+    return trial_name(client, parent, overrides) or cfg.name, parent
+
+
 def run_from_hydra(dict_cfg: Any) -> float | None:
     """Body of ``jobs/federated.py``: convert, check, run."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import OmegaConf
 
     from rayfed.config import check, to_config
 
     cfg = to_config(dict_cfg)
-    cfg.output_dir = HydraConfig.get().runtime.output_dir
+    hc = HydraConfig.get()
+    cfg.output_dir = hc.runtime.output_dir
     check(cfg)
-    summary = run_federated(cfg, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
+    run_name, parent = None, None
+    if hc.mode == RunMode.MULTIRUN and cfg.tracking.enabled:
+        run_name, parent = sweep_trial(cfg, sweep_id=str(hc.sweep.dir),
+                                       overrides=hc.overrides.task)
+    summary = run_federated(cfg, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True),
+                            run_name=run_name, parent_run_id=parent)
     acc = summary.get("final_accuracy")
     return float(acc) if acc is not None else None
 

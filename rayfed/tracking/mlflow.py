@@ -47,7 +47,8 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 class MlflowTracker:
-    def __init__(self, *, uri: str | None, experiment: str, run_name: str | None = None) -> None:
+    def __init__(self, *, uri: str | None, experiment: str, run_name: str | None = None,
+                 parent_run_id: str | None = None) -> None:
         import mlflow
 
         self._mlflow = mlflow
@@ -55,6 +56,8 @@ class MlflowTracker:
         self._client = mlflow.MlflowClient(tracking_uri=self.uri)
         self._experiment = experiment
         self._run_name = run_name
+        # A sweep's trial: MLflow nests runs by this tag (rayfed.tracking.sweep).
+        self._parent_run_id = parent_run_id
         self.run_id: str | None = None
 
     def start(self, *, params: Mapping[str, Any], tags: Mapping[str, str],
@@ -69,6 +72,8 @@ class MlflowTracker:
         exp = self._client.get_experiment_by_name(self._experiment)
         exp_id = exp.experiment_id if exp else self._client.create_experiment(self._experiment)
         all_tags = {"git_commit": git_commit(), "mlflow.source.git.commit": git_commit(), **tags}
+        if self._parent_run_id is not None:
+            all_tags["mlflow.parentRunId"] = self._parent_run_id
         run = self._client.create_run(exp_id, run_name=self._run_name, tags=all_tags)
         self.run_id = run.info.run_id
         flat = [Param(k, v[:6000]) for k, v in flatten(params).items()]
