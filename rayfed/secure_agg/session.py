@@ -96,7 +96,8 @@ class SecureAggregation:
                             sa.global_scale_bits)
         actor_cls: Any = ray.remote(KeyAuthorityActor).options(**decryptor_options(sa))
         self._actor: Any = actor_cls.remote(params, sa.min_participants, sa.decrypt_noise_std)
-        # A reference only: Ray hands the value to each participant host.
+        # A reference only: Ray hands the value to each participant host. Held for
+        # the whole run, so that a restarted host can read it again.
         self.materials: ray.ObjectRef = self._actor.participant_materials.remote()
         self.aggregator = Aggregator(ray.get(self._actor.public_bundle.remote()),
                                      size=num_params, slots=params.slots)
