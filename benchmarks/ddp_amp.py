@@ -104,22 +104,22 @@ def job_throughput(precision: str, *, tf32: bool, workers: int, epochs: int, bat
 
 
 def raytrain_script(*, workers: int, **kwargs: Any) -> dict[str, Any]:
-    import ray.train
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    def loop(config: dict[str, Any]) -> None:
+    def loop(config: dict[str, Any]) -> dict[str, Any]:
         sys.path.insert(0, str(SCRIPT.parent))
         from ddp_script import run
 
-        ray.train.report(run(**config))
+        return run(**config)  # rank 0's return value becomes Result.return_value
 
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
         result = TorchTrainer(loop, train_loop_config=kwargs,
                               scaling_config=ScalingConfig(num_workers=workers, use_gpu=cuda),
                               run_config=RunConfig(storage_path=tmp)).fit()
-    return dict(result.metrics)
+    out: dict[str, Any] = result.return_value
+    return out
 
 
 def torchrun_script(*, workers: int, precision: str, tf32: bool, epochs: int, batch_size: int,
