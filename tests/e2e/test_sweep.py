@@ -83,3 +83,31 @@ def test_summary_tables_average_over_seeds():
     assert settings[0]["accuracy_std"] == pytest.approx(0.1414, abs=1e-3)
     assert settings[2]["accuracy_std"] == 0.0
     assert settings[1]["epsilon_mean"] == pytest.approx(7.2)
+
+
+def test_ray_launcher_runs_trials_as_ray_tasks_under_one_parent(tmp_path):
+    """`hydra/launcher=ray` (the `ray-launcher` extra; skipped where it isn't installed)."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep_dir = tmp_path / "multirun"
+    # A trial task takes half a CPU and its one actor the other half, so two trials
+    # fit on a 2-CPU Ray at once without starving each other's actors.
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "federated.py"), "-m", "hydra/launcher=ray",
+         "+hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.remote.num_cpus=0.5",
+         "fl.lr=0.05,0.1", *TINY, "runtime.actor_num_cpus=0.5", f"tracking.uri={uri}",
+         f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "Ray Launcher is launching 2 jobs" in output
+    assert "(_run_job pid=" in output  # the trials printed from Ray worker processes
+    parent_id = json.loads((sweep_dir / PARENT_FILE).read_text())["parent_run_id"]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["rayfed.launcher"] == "RayLauncher"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    assert sorted(r.data.params["fl.lr"] for r in children) == ["0.05", "0.1"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert parent.data.metrics["trials"] == 2
