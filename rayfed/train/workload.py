@@ -9,6 +9,7 @@ so everywhere and reports no accuracy.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,8 @@ from rayfed.data import load_splits
 from rayfed.errors import DataError
 
 CIFAR10_SHAPE = (3, 32, 32)
+log = logging.getLogger(__name__)
+
 SYNTHETIC_LABEL = "synthetic CIFAR-10-shaped tensors (throughput only, no accuracy)"
 
 
@@ -63,9 +66,10 @@ class DataSource:
         try:
             train, test = load_splits(ds.name, root=ds.root, test_fraction=ds.test_fraction,
                                       seed=ds.seed, num_samples=ds.num_samples)
-        except DataError:
+        except DataError as exc:
             if not (self.synthetic_if_missing and ds.name == "cifar10"):
                 raise
+            log.warning("no usable CIFAR-10 (%s); training on %s", exc, SYNTHETIC_LABEL)
             return synthetic_cifar10(self.synthetic_examples,
                                      rng=np.random.default_rng(self.seed))
         where = f" files under {ds.root}" if ds.root else ""
