@@ -73,3 +73,12 @@ def test_local_plan_and_start_commands():
                            ports={"agent": 5})
     assert "--head" not in worker and "--address=h:1" in worker
     assert '--resources={"edge": 1.0}' in worker and "--temp-dir=/tmp/x/edge-0" in worker
+
+
+def test_gcp_variant_in_the_docs_passes_rays_schema(cluster_yaml):
+    doc = (REPO / "docs" / "cluster.md").read_text()
+    block = doc.split("### GCP", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    gcp = {**copy.deepcopy(cluster_yaml), **yaml.safe_load(block)}
+    assert gcp["provider"]["type"] == "gcp"
+    assert gcp["available_node_types"]["cloud_gpu"]["resources"] == {"cloud": 1}
+    validate_config(prepare_config(gcp))
