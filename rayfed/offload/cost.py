@@ -149,9 +149,12 @@ class LoadLedger:
         self.capacity = capacity
         self.inflight: dict[str, dict[int, float]] = {p.name: {} for p in profiles}
         self.dead: set[str] = set()
+        # Most tasks ever outstanding per device: evidence that queues stayed bounded.
+        self.peak: dict[str, int] = {p.name: 0 for p in profiles}
 
     def add(self, device: str, task_id: int, predicted_s: float) -> None:
         self.inflight[device][task_id] = predicted_s
+        self.peak[device] = max(self.peak[device], len(self.inflight[device]))
 
     def remove(self, device: str, task_id: int) -> None:
         self.inflight[device].pop(task_id, None)

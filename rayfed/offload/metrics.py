@@ -52,6 +52,7 @@ def summarize(result: StreamResult, profiles: Sequence[DeviceProfile]) -> dict[s
         "decision_us_p99": float(np.percentile(dec, 99)) if dec.size else 0.0,
         "finish_prediction_error_ms_p50": float(np.median(pred_err)),
         "max_intake": result.max_intake,
+        "peak_queue_tasks": dict(result.peak_queue),
         # Live load per device once the stream is over: (seconds, tasks), all zero.
         "outstanding_after_stream": {n: list(v) for n, v in result.outstanding.items()},
     }

@@ -37,3 +37,4 @@ class StreamResult:
     decision_s: tuple[float, ...]
     outstanding: Mapping[str, tuple[float, int]]
     max_intake: int
+    peak_queue: Mapping[str, int]

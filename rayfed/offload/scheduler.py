@@ -88,7 +88,7 @@ class Scheduler:
                             dead_devices=tuple(sorted(self.ledger.dead)),
                             decision_s=tuple(self._decision_s.values()),
                             outstanding=self.ledger.outstanding(),
-                            max_intake=self._max_intake)
+                            max_intake=self._max_intake, peak_queue=dict(self.ledger.peak))
 
     def _now(self) -> float:
         return time.monotonic() - self._t0

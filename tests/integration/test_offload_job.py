@@ -14,7 +14,7 @@ from tests.conftest import CONF
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-LARGE_TASKS = ("mlp_wide_infer", "cnn_infer", "cnn1d_infer", "cnn_train")
+LARGE_TASKS = ("mlp_wide_infer", "cnn_infer", "cnn1d_infer", "cnn_train", "fl_infer")
 
 
 def compose_job(*overrides: str):

@@ -41,6 +41,7 @@ def tiny_config(**faults) -> OffloadConfig:
                                            deadline_ms=300)})
     return check_offload(OffloadConfig(
         policy="round_robin", num_tasks=NUM_TASKS, arrival_rate=100.0, calibration_runs=1,
+        intake_capacity=4,
         max_accuracy_drop=1.0, fleet=fleet, workload=workload,
         faults=OffloadFaultConfig(**faults)))
 
@@ -70,3 +71,9 @@ def test_every_device_load_is_back_to_zero_after_the_stream(runs):
     assert crashed.outstanding == {"edge_fast-0": (0, 0), "edge_slow-0": (0, 0),
                                    "cloud-0": (0, 0)}
     assert len(crashed.decision_s) == NUM_TASKS
+
+
+def test_queues_and_intake_stay_bounded(runs):
+    _, crashed = runs
+    assert 1 <= max(crashed.peak_queue.values()) <= 4  # fleet.queue_capacity
+    assert 1 <= crashed.max_intake <= 4  # offload.intake_capacity

@@ -19,6 +19,7 @@ def test_load_returns_to_exactly_zero_after_every_completion():
     a = ledger.snapshot()[0]
     assert a.outstanding_tasks == 5 and abs(a.outstanding_s - sum(times)) < 1e-12
     assert not a.has_room  # capacity 2
+    assert ledger.peak == {"a": 5, "b": 0}
     for i in (3, 0, 4, 1, 2):
         ledger.remove("a", i)
     assert ledger.outstanding() == {"a": (0, 0), "b": (0, 0)}
