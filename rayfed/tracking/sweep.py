@@ -180,14 +180,14 @@ def summarize(uri: str, parent_run_id: str, out_dir: Path) -> dict[str, Any]:
     x_keys = [k for k in keys if k not in REPLICATE_KEYS] or keys
     if x_keys and settings:
         files.append(plot_sweep(settings, x_keys[0], out_dir / "sweep_accuracy.png"))
-    for f in files:
-        client.log_artifact(parent_run_id, str(f))
+    for path in files:
+        client.log_artifact(parent_run_id, str(path))
     best = max((r["accuracy"] for r in rows if r["accuracy"] is not None), default=None)
     if best is not None:
         client.log_metric(parent_run_id, "best_accuracy", best)
     client.log_metric(parent_run_id, "trials", len(rows))
     return {"parent_run_id": parent_run_id, "trials": len(rows), "settings": settings,
-            "files": [str(f) for f in files]}
+            "files": [str(path) for path in files]}
 
 
 class MlflowSweepCallback(Callback):
