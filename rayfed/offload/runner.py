@@ -15,7 +15,7 @@ import numpy as np
 import ray
 
 from rayfed.offload.config import OffloadConfig
-from rayfed.offload.cost import RateTable, rate_key, variants_for
+from rayfed.offload.cost import RateTable, variants_for
 from rayfed.offload.devices import TaskRequest, spawn_fleet
 from rayfed.offload.profiles import fleet_profiles
 from rayfed.offload.scheduler import Scheduler, StreamResult
@@ -100,9 +100,6 @@ class OffloadRun:
         by_name = {p.name: p for p in self.profiles}
         fresh = spawn_fleet(tuple(by_name[n] for n in names), self.zoo, self.cfg.fleet)
         self.devices.update(fresh)
-
-    def rate_of(self, device: str, kind: str, variant: str) -> float:
-        return self.rates.rates[(device, rate_key(kind, variant))]
 
     def close(self) -> None:
         for handle in self.devices.values():
