@@ -60,14 +60,14 @@ def _quantized_from_frame(frame: bytes) -> QuantizedUpdate:
     return QuantizedUpdate(codes, scales, sizes)
 
 
-def _check_sizes(n: int, sizes: Sequence[int]) -> np.ndarray:
+def _check_sizes(n: int, sizes: Sequence[int] | np.ndarray) -> np.ndarray:
     arr = np.asarray(sizes if len(sizes) else (n,), dtype=np.int64)
     if arr.sum() != n or (arr <= 0).any():
         raise ValueError(f"tensor sizes {tuple(arr)} do not partition an update of {n} values")
     return arr
 
 
-def int8_scales(x: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+def int8_scales(x: np.ndarray, sizes: Sequence[int] | np.ndarray) -> np.ndarray:
     """One float32 quantization step per tensor: ``max|x_tensor| / 127``."""
     arr = _check_sizes(x.size, sizes)
     starts = np.concatenate(([0], np.cumsum(arr)[:-1]))
