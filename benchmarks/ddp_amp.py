@@ -115,10 +115,10 @@ def raytrain_script(*, workers: int, **kwargs: Any) -> dict[str, Any]:
 
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
-        result = TorchTrainer(loop, train_loop_config=kwargs,
+        result = TorchTrainer(loop, train_loop_config=kwargs,  # type: ignore[arg-type]
                               scaling_config=ScalingConfig(num_workers=workers, use_gpu=cuda),
                               run_config=RunConfig(storage_path=tmp)).fit()
-    out: dict[str, Any] = result.return_value
+    out: dict[str, Any] = getattr(result, "return_value")  # noqa: B009 (v2 Result)
     return out
 
 

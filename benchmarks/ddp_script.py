@@ -45,7 +45,8 @@ def run(*, precision: str, tf32: bool, epochs: int, batch_size: int, examples: i
     model = model.to(device)
     ddp = DistributedDataParallel(model, device_ids=[device] if cuda else None)
     dataset = TensorDataset(torch.from_numpy(work.x_train), torch.from_numpy(work.y_train))
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, seed=seed)
+    sampler: DistributedSampler[Any] = DistributedSampler(dataset, num_replicas=world,
+                                                          rank=rank, seed=seed)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, pin_memory=cuda)
     optimizer = make_optimizer(ddp.parameters(), name="sgd", lr=0.01, momentum=0.9)
     scaler = make_grad_scaler(amp)

@@ -169,10 +169,11 @@ def worker_loop(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, opt.epochs):
         if plan.crash_rank == rank and epoch == plan.crash_epoch and not state:
             _crash_after_commit()
-        sampler = getattr(loader, "batch_sampler", None)
-        for s in (sampler, getattr(loader, "sampler", None)):
-            if hasattr(s, "set_epoch"):
-                s.set_epoch(epoch)
+        # DistributedSampler reshuffles per epoch; Opacus's DP sampler is the batch_sampler.
+        for s in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+            set_epoch = getattr(s, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
         trace.begin_epoch(dataset)
         started = time.perf_counter()
         stats = train_epoch(model, loader, optimizer, proximal_mu=opt.proximal_mu,
@@ -297,4 +298,4 @@ def ddp_local_round(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, opt: 
         if result.checkpoint is None:
             raise RuntimeError(f"Ray Train run {run_name} finished without a checkpoint")
         model.load_state_dict(load_state(result.checkpoint)["model"])
-    return float(result.metrics["loss"])
+    return float((result.metrics or {}).get("loss", float("nan")))

@@ -68,7 +68,7 @@ def set_tf32(enabled: bool) -> None:
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):
         matmul.fp32_precision = value
-        torch.backends.cudnn.conv.fp32_precision = value
+        torch.backends.cudnn.conv.fp32_precision = value  # type: ignore[attr-defined]
     else:  # torch < 2.9
         matmul.allow_tf32 = enabled
         torch.backends.cudnn.allow_tf32 = enabled
@@ -78,7 +78,8 @@ def tf32_state() -> dict[str, bool]:
     """Whether fp32 matmuls and cuDNN convolutions may use TF32 right now."""
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):
-        mm, conv = matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+        mm = matmul.fp32_precision
+        conv = torch.backends.cudnn.conv.fp32_precision  # type: ignore[attr-defined]
         # "none" defers to the legacy global setting.
         mm_on = mm == "tf32" or (mm == "none" and torch.get_float32_matmul_precision() != "highest")
         conv_on = conv == "tf32" or (conv == "none" and torch.backends.cudnn.allow_tf32)
