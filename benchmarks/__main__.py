@@ -27,6 +27,7 @@ BENCHMARKS = {
     "secure_agg": "Secure aggregation: CKKS round vs plaintext round, and the floor (issue #4)",
     "compression": "Compression: uploaded bytes and final int8 models (issue #5)",
     "ddp_amp": "Ray Train DDP: AMP vs fp32 samples/s, Ray Train vs torchrun (issue #7)",
+    "offload_decision": "Offloading: scheduler decision overhead per task (issue #6)",
 }
 PACKAGES = ("rayfed-learn", "ray", "torch", "numpy", "opacus", "tenseal", "mlflow",
             "hydra-core")
