@@ -99,7 +99,7 @@ def train_epoch(
             scaler.update()
         else:
             optimizer.step()
-        loss_sum = loss_sum + loss.detach().float() * len(xb)
+        loss_sum = loss_sum + loss.detach().double() * len(xb)
         seen += len(xb)
         steps += 1
     return TrainStats(loss=float(loss_sum) / max(seen, 1), num_examples=seen, steps=steps)
