@@ -127,5 +127,15 @@ class MlflowTracker:
     def finish(self, status: RunStatus) -> None:
         if self.run_id is None:
             return
-        self._mlflow.flush_async_logging()
+        # flush_async_logging() flushes the global (fluent) store: point it at this
+        # tracker's store, whose queue holds our metrics. Left unset, MLflow 3 would
+        # open (and create) ./mlflow.db in the working dir, which two concurrent
+        # `ray job submit` jobs sharing one unpacked working dir race to create.
+        was_set = self._mlflow.is_tracking_uri_set()
+        previous = self._mlflow.get_tracking_uri() if was_set else None
+        self._mlflow.set_tracking_uri(self.uri)
+        try:
+            self._mlflow.flush_async_logging()
+        finally:
+            self._mlflow.set_tracking_uri(previous)
         self._client.set_terminated(self.run_id, status=status)
