@@ -94,6 +94,7 @@ def test_ten_participants_large_model_exact_and_nothing_secret_leaks(tmp_path):
         tracker.finish("FINISHED")
         assert r.status == "completed" and r.num_reported == 10
         assert not orch.secure_agg.aggregator.holds_secret_key
+        assert orch.pipeline.stages[-1]._context is None  # no key reached this process
         secret = ray.get(orch.secure_agg._actor.participant_materials.remote())["encrypt"]
         public = orch.secure_agg._actor.public_bundle.remote()
         public = ray.get(public).context
