@@ -205,8 +205,9 @@ def cluster_pids(temp_dir: str) -> list[int]:
     return pids
 
 
-def down(state_dir: Path, *, timeout_s: float = 30.0) -> int:
-    """Stop this cluster's processes (SIGTERM, then SIGKILL); returns how many there were."""
+def down(state_dir: Path, *, timeout_s: float = 5.0) -> int:
+    """Stop this cluster's processes (SIGTERM, then SIGKILL after ``timeout_s``: some
+    of Ray's helper processes outlive SIGTERM); returns how many there were."""
     import psutil
 
     state = load(state_dir)
