@@ -62,7 +62,7 @@ def preflight(overrides: Sequence[str], *, config_dir: Path,
                 problems.append(f"{key}={o.value()!r} is not one of {options}; pick one of "
                                 f"those (files in conf/{key}/)")
                 continue
-        if not key.startswith("hydra"):
+        if not key.startswith("hydra") and o.input_line is not None:
             keep.append(o.input_line)
 
     if GlobalHydra.instance().is_initialized():
@@ -75,8 +75,8 @@ def preflight(overrides: Sequence[str], *, config_dir: Path,
             except Exception as exc:
                 cause = f" ({exc.__cause__})" if exc.__cause__ else ""
                 message = " ".join(f"{exc}{cause}".split())
-                bad = next((k for k in keep if k in message), None)
-                if bad is None:
+                bad = next((k for k in keep if k in message), "")
+                if not bad:
                     problems.append(message)
                     return problems
                 problems.append(f"{bad}: {message}")
@@ -124,7 +124,7 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
 
     from rayfed.compression.final import export_final_model
     from rayfed.fl.orchestrator import Orchestrator
-    from rayfed.tracking import NullTracker, Tracker
+    from rayfed.tracking import NullTracker, RunStatus, Tracker
     from rayfed.tracking.mlflow import MlflowTracker
     from rayfed.tracking.plots import plot_rounds
 
@@ -180,7 +180,7 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
         console.print(_result_table(summary))
         return summary
     except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        status: RunStatus = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         summary = orch.summary(status=status) if orch else {"status": status}
         summary["error"] = f"{type(exc).__name__}: {exc}"
         summary["traceback"] = traceback.format_exc(limit=5)

@@ -76,6 +76,21 @@ class Participant:
         self.pipeline = pipeline or Pipeline()
         # privacy=local_dp: DP-SGD with this participant's own accountant.
         self.record_dp = record_dp
+        # The module is shared and only its tensors' data change, so the parameter
+        # list (and a stateless optimizer over it) can be built once.
+        self._params = list(model.parameters())
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        t = self.training
+        reusable = not t.stateful and self.record_dp is None
+        if reusable and self._optimizer is not None:
+            return self._optimizer
+        optimizer = make_optimizer(self._params, name=t.optimizer, lr=t.lr,
+                                   momentum=t.momentum, weight_decay=t.weight_decay)
+        if reusable:
+            self._optimizer = optimizer
+        return optimizer
 
     @property
     def participant_id(self) -> int:
@@ -84,14 +99,13 @@ class Participant:
     def fit(self, global_weights: np.ndarray, ins: FitIns) -> FitRes:
         t = self.training
         started = time.perf_counter()
-        set_flat(self.model, global_weights)
-        optimizer = make_optimizer(self.model.parameters(), name=t.optimizer, lr=t.lr,
-                                   momentum=t.momentum, weight_decay=t.weight_decay)
+        set_flat(self.model, global_weights, self._params)
+        optimizer = self._make_optimizer()
         state = _load_state(ins.state)
         if "optimizer" in state:
             optimizer.load_state_dict(torch.load(io.BytesIO(state["optimizer"]),
                                                  weights_only=True))
-        anchor = ([p.detach().clone() for p in self.model.parameters()]
+        anchor = ([p.detach().clone() for p in self._params]
                   if t.proximal_mu > 0 else None)
         generator = torch.Generator().manual_seed(ins.seed)
         model, proximal_mu, session = self.model, t.proximal_mu, None
@@ -114,7 +128,7 @@ class Participant:
             seen += stats.num_examples
         if t.ddp is not None:
             loss_sum, seen = self._fit_ddp(ins, t.ddp)
-        delta = get_flat(self.model) - global_weights
+        delta = get_flat(self.model, self._params) - global_weights
         dp_metrics: dict[str, float] = {}
         if session is not None:
             state["record_dp"], dp_metrics = session.finish(ins.server_round)
