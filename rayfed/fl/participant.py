@@ -22,6 +22,7 @@ from rayfed.data.federated import ClientData
 from rayfed.models import get_flat, set_flat
 from rayfed.pipeline import Pipeline, UpdateContext
 from rayfed.train import evaluate, make_optimizer, tensor_batches, train_epoch
+from rayfed.train.loop import Optimization
 from rayfed.types import EvalRes, FitIns, FitRes
 
 if TYPE_CHECKING:
@@ -29,16 +30,9 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class LocalTraining:
+class LocalTraining(Optimization):
     """The local half of Algorithm 1 (FedAvg): E epochs of minibatch SGD."""
 
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    proximal_mu: float = 0.0
     # participant.trainer=ddp: the epochs run as a Ray Train DDP job on these workers.
     ddp: ParticipantConfig | None = None
 
@@ -162,7 +156,7 @@ class Participant:
 
         Returns (loss × examples, examples) of the last epoch, like the local loop.
         """
-        from rayfed.train.ddp import Optimization, Scaling, ddp_local_round
+        from rayfed.train.ddp import Scaling, ddp_local_round
 
         t = self.training
         opt = Optimization(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,

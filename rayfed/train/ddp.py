@@ -30,24 +30,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from rayfed.train.loop import evaluate, make_optimizer, train_epoch
+from rayfed.train.loop import Optimization, evaluate, make_optimizer, train_epoch
 from rayfed.train.precision import amp_plan, make_grad_scaler, set_tf32, tf32_state
 from rayfed.train.private import DPPlan, attach_noise_probe, make_private
 from rayfed.train.trace import IndexRecorder, RankTrace, param_digest
 from rayfed.train.workload import DataSource, Workload
 
 STATE_FILE = "state.pt"
-
-
-@dataclass(frozen=True)
-class Optimization:
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    proximal_mu: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,20 @@ from torch import nn
 
 
 @dataclass(frozen=True)
+class Optimization:
+    """How a model is trained: what a participant's round and the DDP job share."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    # FedProx's μ; 0 is plain local SGD.
+    proximal_mu: float = 0.0
+
+
+@dataclass(frozen=True)
 class TrainStats:
     loss: float
     num_examples: int
