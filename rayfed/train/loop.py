@@ -108,7 +108,7 @@ def train_epoch(
             # d/dw (mu/2)||w - w0||² = mu (w - w0); added after backward so that it
             # is exact and never per-sample clipped under DP.
             with torch.no_grad():
-                for p, p0 in zip(params, anchor, strict=True):
+                for p, p0 in zip(params, anchor or [], strict=True):
                     if p.grad is not None:
                         p.grad.add_(p - p0, alpha=proximal_mu)
         if scaler is not None:
