@@ -21,7 +21,12 @@ def cluster_yaml() -> dict:
 def test_cluster_yaml_passes_rays_schema(cluster_yaml):
     # prepare_config merges the AWS defaults as `ray up` does; validate_config
     # checks ray-schema.json plus head_node_type and the min/max worker sums.
-    validate_config(prepare_config(copy.deepcopy(cluster_yaml)))
+    prepared = prepare_config(copy.deepcopy(cluster_yaml))
+    assert validate_config(prepared) is None  # raises on any schema violation
+    resources = {name: node["resources"]
+                 for name, node in prepared["available_node_types"].items()}
+    assert any(r.get("edge") == 1 for r in resources.values())
+    assert any(r.get("cloud") == 1 for r in resources.values())
 
 
 def test_the_schema_check_can_fail(cluster_yaml):

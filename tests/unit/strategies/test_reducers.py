@@ -101,7 +101,12 @@ def test_krum_rejects_too_few_updates(n, f):
 
 
 def test_krum_accepts_exactly_2f_plus_3():
-    krum(np.zeros((7, 2)), num_byzantine=2)
+    updates = np.array([[0, 0], [0.1, 0], [0, 0.1], [0.1, 0.1], [0.05, 0.05],
+                        [100, 100], [-100, 50]], dtype=np.float32)
+    result = krum(updates, num_byzantine=2)
+    # n=7, f=2: scores sum the 3 nearest squared distances. The centre of the
+    # honest square scores 3 x 0.005; each corner 0.005 + 2 x 0.01: the centre wins.
+    np.testing.assert_array_equal(result, updates[4])
 
 
 def test_krum_rejects_too_many_selected():
