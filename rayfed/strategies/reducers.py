@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 
 from rayfed.errors import AggregationError
+from rayfed.strategies.checks import is_int as _is_int
+from rayfed.strategies.checks import is_real as _is_real
+from rayfed.strategies.checks import raise_if as _raise_if
 
 Reducer = Callable[..., np.ndarray]
 
@@ -261,20 +264,3 @@ def _as_weights(weights: np.ndarray | None, k: int) -> np.ndarray | None:
             f"{w[bad].tolist()}"
         )
     return w
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return (
-        isinstance(value, int | float | np.integer | np.floating)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
-
-
-def _raise_if(problems: list[str]) -> None:
-    if problems:
-        raise AggregationError("; ".join(problems))

@@ -18,7 +18,6 @@ Arithmetic is float32, like the weights.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -27,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from rayfed.errors import AggregationError
+from rayfed.strategies.checks import is_real as _is_real
+from rayfed.strategies.checks import raise_if as _raise_if
 
 
 # eq=False: the generated __eq__ would compare arrays, whose truth value is ambiguous.
@@ -206,16 +207,3 @@ def _as_vectors(weights: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.
 def _read_only(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a
-
-
-def _is_real(value: object) -> bool:
-    return (
-        isinstance(value, int | float | np.integer | np.floating)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
-
-
-def _raise_if(problems: list[str]) -> None:
-    if problems:
-        raise AggregationError("; ".join(problems))
