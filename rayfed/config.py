@@ -109,6 +109,11 @@ class RuntimeConfig:
     local_aggregation: bool = True
     # Torch intra-op threads per actor: 1 avoids oversubscribing shared cores.
     torch_threads: int = 1
+    # Plain local SGD: an actor trains its participants together, vmapped over a
+    # participant axis (torch.func), in groups of vectorize_group. Same math as
+    # one after the other, several times faster for small models.
+    vectorize: bool = True
+    vectorize_group: int = 64
     include_dashboard: bool = False
 
 
@@ -424,6 +429,9 @@ def validate(cfg: Config) -> list[str]:
            f"runtime.actor_num_cpus={rt.actor_num_cpus} must be > 0 or null")
     _check(p, rt.max_restarts >= -1, f"runtime.max_restarts={rt.max_restarts} must be >= -1")
     _check(p, rt.torch_threads >= 1, f"runtime.torch_threads={rt.torch_threads} must be >= 1")
+    _check(p, rt.vectorize_group >= 1,
+           f"runtime.vectorize_group={rt.vectorize_group} must be >= 1 (participants "
+           "trained together per vmapped group)")
 
     _check(p, cfg.checkpoint.every >= 1, f"checkpoint.every={cfg.checkpoint.every} must be >= 1")
     _check(p, cfg.checkpoint.keep_last >= 1,

@@ -23,11 +23,23 @@ from rayfed.fl.participant import LocalTraining, Participant
 from rayfed.models import build_model, spec_from_config
 from rayfed.pipeline import build_pipeline
 from rayfed.train import make_optimizer
+from rayfed.train.vectorized import train_vectorized, why_not_vectorizable
 from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
 
 
 class InjectedFault(RuntimeError):
     """Raised by ``faults.raise_clients``: chaos testing of the failure path."""
+
+
+def _too_late(ins: FitIns) -> Failure:
+    return Failure(ins.participant_id, ins.server_round, "timeout",
+                   "round deadline passed before this participant ran")
+
+
+def _failed(ins: FitIns, exc: Exception) -> Failure:
+    """A participant's exception as a value; the host's other participants go on."""
+    return Failure(ins.participant_id, ins.server_round, "error",
+                   f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
 
 
 class ParticipantHost:
@@ -52,6 +64,10 @@ class ParticipantHost:
             from rayfed.privacy.dpsgd import RecordLevelDp
 
             self._record_dp = RecordLevelDp(cfg, self._model)
+        # Plain local SGD: train this host's participants together (torch.func.vmap).
+        self._vectorize = (cfg.runtime.vectorize and self._record_dp is None
+                           and self._training.ddp is None
+                           and why_not_vectorizable(self._training, self._model) is None)
         # The first optimizer a process builds imports torch._dynamo (~1 s); pay it
         # while the actor starts, not inside the first round's deadline.
         make_optimizer(self._model.parameters(), name=self._training.optimizer, lr=1e-3)
@@ -81,20 +97,69 @@ class ParticipantHost:
         tasks: Sequence[FitIns],
         should_stop: Callable[[], bool] = lambda: False,
     ) -> list[FitRes | Failure]:
+        if self._vectorize:
+            return self._fit_vectorized(server_round, global_weights, tasks, should_stop)
         out: list[FitRes | Failure] = []
         for ins in tasks:
             if should_stop():
-                out.append(Failure(ins.participant_id, server_round, "timeout",
-                                   "round deadline passed before this participant ran"))
+                out.append(_too_late(ins))
                 continue
             try:
                 self._inject_faults(ins.participant_id, server_round)
                 out.append(self.participant(ins.participant_id).fit(global_weights, ins))
             except Exception as exc:  # a participant's failure is a value
-                out.append(Failure(ins.participant_id, server_round, "error",
-                                   f"{type(exc).__name__}: {exc}\n"
-                                   f"{traceback.format_exc(limit=3)}"))
+                out.append(_failed(ins, exc))
         return out
+
+    def _fit_vectorized(
+        self,
+        server_round: int,
+        global_weights: np.ndarray,
+        tasks: Sequence[FitIns],
+        should_stop: Callable[[], bool],
+    ) -> list[FitRes | Failure]:
+        """:meth:`fit` for plain SGD: groups of participants train in one vmapped loop.
+
+        The outcome per participant is the sequential path's: the same deltas (to
+        float rounding) and faults and failures per participant. A group is the
+        unit of work: no group starts after the deadline, and a group that started
+        finishes (as a participant does on the sequential path).
+        """
+        out: dict[int, FitRes | Failure] = {}
+        start_weights = torch.from_numpy(np.asarray(global_weights, dtype=np.float32))
+        group_size = self._cfg.runtime.vectorize_group
+        for start in range(0, len(tasks), group_size):
+            if should_stop():
+                out.update((ins.participant_id, _too_late(ins))
+                           for ins in tasks[start : start + group_size])
+                continue
+            t0 = time.perf_counter()
+            group: list[tuple[FitIns, Participant]] = []
+            for ins in tasks[start : start + group_size]:
+                try:
+                    self._inject_faults(ins.participant_id, server_round)
+                    group.append((ins, self.participant(ins.participant_id)))
+                except Exception as exc:  # a participant's failure is a value
+                    out[ins.participant_id] = _failed(ins, exc)
+            if not group:
+                continue
+            try:
+                trained = train_vectorized(
+                    self._model, start_weights,
+                    [(p.data.x_train, p.data.y_train) for _, p in group],
+                    [ins.seed for ins, _ in group], self._training, max_group=group_size)
+            except Exception as exc:
+                out.update((ins.participant_id, _failed(ins, exc)) for ins, _ in group)
+                continue
+            share = (time.perf_counter() - t0) / len(group)
+            for (ins, participant), local in zip(group, trained, strict=True):
+                try:
+                    out[ins.participant_id] = participant.report(
+                        ins, local.delta.numpy(), state=participant.carried_state(ins),
+                        train_loss=local.loss, fit_seconds=share)
+                except Exception as exc:
+                    out[ins.participant_id] = _failed(ins, exc)
+        return [out[ins.participant_id] for ins in tasks]
 
     def fit_partial(
         self,

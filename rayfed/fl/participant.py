@@ -126,28 +126,44 @@ class Participant:
         dp_metrics: dict[str, float] = {}
         if session is not None:
             state["record_dp"], dp_metrics = session.finish(ins.server_round)
+        if t.stateful:
+            buf = io.BytesIO()
+            torch.save(optimizer.state_dict(), buf)
+            state["optimizer"] = buf.getvalue()
+        return self.report(ins, delta, state=state, train_loss=loss_sum / max(seen, 1),
+                           fit_seconds=time.perf_counter() - started, metrics=dp_metrics)
+
+    @staticmethod
+    def carried_state(ins: FitIns) -> dict[str, Any]:
+        """The state this participant carried out of its previous round."""
+        return _load_state(ins.state)
+
+    def report(self, ins: FitIns, delta: np.ndarray, *, state: dict[str, Any],
+               train_loss: float, fit_seconds: float,
+               metrics: dict[str, float] | None = None) -> FitRes:
+        """Encode a trained update through the wire stages into this round's FitRes.
+
+        Shared by :meth:`fit` and the host's vectorised path, which trains many
+        participants at once and hands each one its delta here.
+        """
         num_examples = len(self.data.x_train)
         if self.pipeline.stages:
             ctx = UpdateContext(self.participant_id, ins.server_round, num_examples,
                                 rng=np.random.default_rng(ins.seed),
                                 state=state.get("stages", {}),
-                                tensor_sizes=tuple(p.numel() for p in self.model.parameters()))
+                                tensor_sizes=tuple(p.numel() for p in self._params))
             payload = self.pipeline.encode(delta, ctx)
             state["stages"] = ctx.state
         else:
             payload = delta
-        if t.stateful:
-            buf = io.BytesIO()
-            torch.save(optimizer.state_dict(), buf)
-            state["optimizer"] = buf.getvalue()
         return FitRes(
             participant_id=self.participant_id,
             server_round=ins.server_round,
             delta=payload,
             num_examples=num_examples,
             payload_bytes=len(pickle.dumps(payload, protocol=5)),
-            metrics={"train_loss": loss_sum / max(seen, 1),
-                     "fit_seconds": time.perf_counter() - started, **dp_metrics},
+            metrics={"train_loss": train_loss,
+                     "fit_seconds": fit_seconds, **(metrics or {})},
             state=pickle.dumps(state, protocol=5) if state else None,
         )
 
