@@ -260,6 +260,25 @@ class FaultConfig:
 
 
 @dataclass
+class AdversaryConfig:
+    """Byzantine participants for robustness experiments (``conf/adversary/``);
+    attacks in ``rayfed.adversary``, checked by ``adversary_problems``."""
+
+    # An attack of rayfed.adversary.ATTACKS, or a malformed update of
+    # rayfed.adversary.MALFORMED (nan, wrong_shape, huge_norm, ...).
+    name: str = "none"
+    # Share of fl.num_clients that is malicious, drawn from `seed`.
+    fraction: float = 0.0
+    # Explicit malicious participant ids instead of `fraction`.
+    clients: list[int] = field(default_factory=list)
+    # sign_flip: -scale·Δ; scaling: γ; gaussian: the noise's standard deviation.
+    scale: float = 1.0
+    # alie: the shift in standard deviations; null = z_max of Baruch et al. 2019.
+    z_max: float | None = None
+    seed: int = 0
+
+
+@dataclass
 class Config:
     name: str = "default"
     seed: int = 0
@@ -273,6 +292,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
@@ -454,6 +474,9 @@ def validate(cfg: Config) -> list[str]:
     from rayfed.secure_agg.settings import secure_agg_problems
 
     p.extend(secure_agg_problems(cfg))
+    from rayfed.adversary.settings import adversary_problems
+
+    p.extend(adversary_problems(cfg))
     return p
 
 

@@ -62,7 +62,7 @@ class PartialAggregate:
     max_metrics: dict[str, float] = field(default_factory=dict)
 
 
-FailureKind = Literal["error", "crash", "timeout", "late", "cancelled"]
+FailureKind = Literal["error", "crash", "timeout", "late", "cancelled", "rejected"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +112,6 @@ class RoundResult:
     # Global model on the participants' validation splits (fl.federated_eval_every).
     federated_accuracy: float | None = None
     failures: tuple[Failure, ...] = ()
+    # Updates refused by screening (malformed, non-finite, implausible counts or
+    # norms; rayfed.fl.screening), counted among num_failed.
+    num_rejected: int = 0

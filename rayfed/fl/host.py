@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rayfed.config import Config
+from rayfed.adversary import Adversary
+from rayfed.config import Config, clients_per_round
 from rayfed.data.federated import FederatedData
 from rayfed.fl.participant import LocalTraining, Participant
+from rayfed.fl.rounds import participant_seed
+from rayfed.fl.screening import UpdateSpec, rejected, screen
 from rayfed.models import build_model, spec_from_config
 from rayfed.pipeline import build_pipeline
 from rayfed.train import make_optimizer
@@ -68,15 +71,22 @@ class ParticipantHost:
         self._vectorize = (cfg.runtime.vectorize and self._record_dp is None
                            and self._training.ddp is None
                            and why_not_vectorizable(self._training, self._model) is None)
+        # Byzantine participants (adversary.*): robustness experiments and tests.
+        self._adversary = (Adversary(cfg.adversary, num_clients=cfg.fl.num_clients,
+                                     per_round=clients_per_round(cfg.fl),
+                                     num_classes=self._data.num_classes)
+                           if cfg.adversary.name != "none" else None)
         # The first optimizer a process builds imports torch._dynamo (~1 s); pay it
         # while the actor starts, not inside the first round's deadline.
         make_optimizer(self._model.parameters(), name=self._training.optimizer, lr=1e-3)
 
     def participant(self, participant_id: int) -> Participant:
         if participant_id not in self._participants:
+            data = self._data.client(participant_id)
+            if self._adversary is not None:
+                data = self._adversary.poison(data)
             self._participants[participant_id] = Participant(
-                self._data.client(participant_id), self._model, self._training, self.pipeline,
-                self._record_dp)
+                data, self._model, self._training, self.pipeline, self._record_dp)
         return self._participants[participant_id]
 
     def _inject_faults(self, participant_id: int, server_round: int) -> None:
@@ -98,7 +108,8 @@ class ParticipantHost:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> list[FitRes | Failure]:
         if self._vectorize:
-            return self._fit_vectorized(server_round, global_weights, tasks, should_stop)
+            return self._attack(global_weights, self._fit_vectorized(
+                server_round, global_weights, tasks, should_stop))
         out: list[FitRes | Failure] = []
         for ins in tasks:
             if should_stop():
@@ -109,7 +120,25 @@ class ParticipantHost:
                 out.append(self.participant(ins.participant_id).fit(global_weights, ins))
             except Exception as exc:  # a participant's failure is a value
                 out.append(_failed(ins, exc))
-        return out
+        return self._attack(global_weights, out)
+
+    def _attack(self, global_weights: np.ndarray,
+                results: list[FitRes | Failure]) -> list[FitRes | Failure]:
+        """Malicious participants (adversary.*) replace their honest updates."""
+        adv = self._adversary
+        if adv is None:
+            return results
+
+        def colluders_honest(ids: Sequence[int]) -> list[np.ndarray]:
+            # ALIE: the attackers' own honest updates this round, seeded as the
+            # server would seed them (sequential path, no carried state).
+            rnd = next(r.server_round for r in results if isinstance(r, FitRes))
+            return [np.asarray(self.participant(pid).fit(global_weights, FitIns(
+                pid, rnd, participant_seed(self._cfg.seed, rnd, pid))).delta)
+                for pid in ids]
+
+        return [adv.act(r, colluders_honest=colluders_honest) if isinstance(r, FitRes) else r
+                for r in results]
 
     def _fit_vectorized(
         self,
@@ -177,17 +206,24 @@ class ParticipantHost:
         states: dict[int, bytes] = {}
         max_metrics: dict[str, float] = {}
         failures: list[PartialAggregate | Failure] = []
-        for r in self.fit(server_round, global_weights, tasks, should_stop):
-            if isinstance(r, Failure):
-                failures.append(r)
-                continue
+        decoded: list[FitRes | Failure] = []
+        for res in self.fit(server_round, global_weights, tasks, should_stop):
             # Simulation shortcut: decode here instead of at the server. The bytes
             # counted are still those of the encoded payload.
-            r = replace(r, delta=self.pipeline.decode(r.delta))
-            if r.num_examples <= 0 or not np.isfinite(r.delta).all():
-                failures.append(Failure(r.participant_id, server_round, "error",
-                                        "update rejected: no examples or non-finite values"))
-            else:
+            try:
+                decoded.append(res if isinstance(res, Failure)
+                               else replace(res, delta=self.pipeline.decode(res.delta)))
+            except Exception as exc:
+                decoded.append(rejected(res.participant_id, server_round,
+                                        f"undecodable: {type(exc).__name__}: {exc}"))
+        # The server's screening, before anything enters the sum (issue #9, I2).
+        spec = UpdateSpec(num_params=global_weights.size, shard_sizes={
+            r.participant_id: len(self.participant(r.participant_id).data.x_train)
+            for r in decoded if isinstance(r, FitRes)})
+        for r in screen(decoded, server_round=server_round, spec=spec):
+            if isinstance(r, Failure):
+                failures.append(r)
+            elif isinstance(r, FitRes):
                 total += (1.0 if self._unit_weights else np.float64(r.num_examples)) * r.delta
                 ids.append(r.participant_id)
                 counts.append(r.num_examples)

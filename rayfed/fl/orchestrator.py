@@ -26,6 +26,7 @@ from rayfed.errors import CheckpointError
 from rayfed.fl.checkpoint import CheckpointDir
 from rayfed.fl.placement import Pending, Placement, start_ray
 from rayfed.fl.rounds import decide, num_participants, participant_seed, select_participants
+from rayfed.fl.screening import UpdateSpec, screen
 from rayfed.models import build_model, get_flat, set_flat, spec_from_config
 from rayfed.pipeline import build_pipeline
 from rayfed.privacy.server import BUDGET_EXHAUSTED, ServerPrivacy
@@ -110,6 +111,10 @@ class Orchestrator:
         self.placement = Placement(
             cfg, materials=self.secure_agg.materials if self.secure_agg else None)
         self.placement.wait_ready()
+        # What a well-formed update looks like; updates are screened against it.
+        self.update_spec = UpdateSpec(
+            num_params=int(self.weights.size),
+            shard_sizes=self.placement.shard_sizes(range(cfg.fl.num_clients)))
         self.setup_seconds = time.perf_counter() - self._t_start
 
     # -- checkpoints -------------------------------------------------------
@@ -223,9 +228,15 @@ class Orchestrator:
             results = [self.secure_agg.screen(r, server_round) for r in results]
         else:
             results = [self._decode(r) for r in results]
+        # Malformed, implausible or outsized updates become Failure values here.
+        results = screen(results, server_round=server_round, spec=self.update_spec)
         decision = decide(results, server_round=server_round, selected=selected,
                           min_clients=cfg.fl.min_clients)
         failures = tuple(f for f in decision.rejected if f.server_round == server_round)
+        for f in failures:
+            if f.kind == "rejected":
+                log.warning("round %d, participant %d: %s", server_round, f.participant_id,
+                            f.reason)
         self.placement.note_crashes([f.participant_id for f in failures if f.kind == "crash"])
         accepted = decision.accepted
         if self.privacy is not None:
@@ -235,6 +246,7 @@ class Orchestrator:
             num_selected=len(selected),
             num_reported=sum(num_participants(r) for r in accepted),
             num_failed=len(failures), num_late_rejected=num_late,
+            num_rejected=sum(f.kind == "rejected" for f in failures),
             seconds=time.perf_counter() - t0,
             bytes_up=sum(r.payload_bytes for r in accepted), bytes_down=down,
             failures=failures)
@@ -362,7 +374,8 @@ class Orchestrator:
     def _track(self, r: RoundResult) -> None:
         metrics: dict[str, float] = {
             "participants_reported": r.num_reported, "participants_failed": r.num_failed,
-            "late_rejected": r.num_late_rejected, "round_seconds": r.seconds,
+            "late_rejected": r.num_late_rejected, "updates_rejected": r.num_rejected,
+            "round_seconds": r.seconds,
             "bytes_up": r.bytes_up, "bytes_down": r.bytes_down,
             "round_aborted": float(r.status == "aborted"),
         }

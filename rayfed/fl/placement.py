@@ -68,6 +68,9 @@ class HostActor:
                  participant_ids: Sequence[int]) -> list[EvalRes | Failure]:
         return self._host.evaluate(server_round, global_weights, participant_ids)
 
+    def shard_sizes(self, participant_ids: Sequence[int]) -> list[int]:
+        return self._host.shard_sizes(participant_ids)
+
 
 @dataclass(frozen=True)
 class Pending:
@@ -197,6 +200,14 @@ class Placement:
         return [Pending(actor.evaluate.remote(server_round, weights_ref, ids), tuple(ids),
                         server_round)
                 for actor, ids in self._groups(list(participant_ids))]
+
+    def shard_sizes(self, participant_ids: Sequence[int]) -> dict[int, int]:
+        """Each participant's number of training examples, asked of its host once
+        (the server screens the ``num_examples`` updates claim against it)."""
+        groups = self._groups(list(participant_ids))
+        sizes = ray.get([actor.shard_sizes.remote(ids) for actor, ids in groups])
+        return {pid: n for (_, ids), ns in zip(groups, sizes, strict=True)
+                for pid, n in zip(ids, ns, strict=True)}
 
     def shutdown(self) -> None:
         for actor in self.actors:
