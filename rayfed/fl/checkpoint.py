@@ -80,6 +80,10 @@ class CheckpointDir:
         return self.directory / f"round_{server_round:06d}.ckpt"
 
     def save(self, server_round: int, state: dict[str, Any]) -> Path:
+        # A writer killed mid-write (SIGKILL, power loss) leaves its temporary file
+        # behind; one driver writes a run's directory, so any found now is dead.
+        for leftover in self.directory.glob(".round_*.ckpt.*.tmp"):
+            leftover.unlink(missing_ok=True)
         target = self.path(server_round)
         save_checkpoint(target, state)
         for old in self.rounds()[: -self.keep_last]:
