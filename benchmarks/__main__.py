@@ -3,6 +3,10 @@
     python -m benchmarks            # full
     python -m benchmarks --quick    # fewer rounds and repeats
     python -m benchmarks --only overhead
+    python -m benchmarks --no-peers # without Flower / pfl-research (no venvs built)
+
+Flower and pfl-research run in venvs that ``benchmarks/peers/venvs.py`` builds
+once under ~/.cache/rayfed-bench/venvs (see benchmarks/README.md).
 
 Each benchmark module exposes ``main(argv) -> dict`` and ``report(dict) -> str``.
 Speed is compared side by side in one run, as ratios, because machines are noisy.
@@ -28,7 +32,12 @@ BENCHMARKS = {
     "compression": "Compression: uploaded bytes and final int8 models (issue #5)",
     "ddp_amp": "Ray Train DDP: AMP vs fp32 samples/s, Ray Train vs torchrun (issue #7)",
     "offload_decision": "Offloading: scheduler decision overhead per task (issue #6)",
+    "federated_round": "Federated round time: rayfed vs the loop, Flower and pfl-research "
+                       "(issue #10)",
+    "scale": "Scale curve: round time and peak memory vs participants per round (issue #10)",
 }
+# Benchmarks whose command line takes --no-peers.
+TAKES_NO_PEERS = ("federated_round",)
 PACKAGES = ("rayfed-learn", "ray", "torch", "numpy", "opacus", "tenseal", "mlflow",
             "hydra-core")
 
@@ -52,37 +61,60 @@ def versions() -> str:
     return ", ".join(out)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
-    ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
-    args = ap.parse_args()
-    names = args.only or list(BENCHMARKS)
-    command = "python -m benchmarks " + " ".join(sys.argv[1:])
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
+
+
+def run(argvs: dict[str, list[str]], *, out: Path, command: str) -> dict[str, object]:
+    """Run each named benchmark with its argv; write ``out`` (.md) and its .json."""
+    t0 = time.perf_counter()
     sections = [
         "# Benchmark results",
         "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command.strip()}`.",
+        "Generated, not hand-written: "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command.strip()}`.",
         "",
         f"- Machine: {machine()}",
         f"- Versions: {versions()}",
+        f"- Load average at the start: {load()}. Other processes on the machine share its "
+        "cores; a load well above the core count makes every absolute time here slower.",
         "",
     ]
-    raw = {}
-    for name in names:
+    raw: dict[str, object] = {}
+    for name, argv in argvs.items():
         module = importlib.import_module(f"benchmarks.{name}")
-        argv = ["--quick"] if args.quick else []
-        print(f"running {name} …", flush=True)
+        print(f"running {name} {' '.join(argv)} …", flush=True)
+        t = time.perf_counter()
         result = module.main(argv)
         raw[name] = result
         sections += [f"## {BENCHMARKS[name]}", "",
-                     f"Command: `python -m benchmarks.{name} {' '.join(argv)}`".rstrip() + "",
+                     f"Command: `python -m benchmarks.{name} {' '.join(argv)}`".rstrip(),
                      "", module.report(result), ""]
-    Path(args.out).write_text("\n".join(sections))
-    Path(args.out).with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str))
-    print(f"wrote {args.out}")
+        print(f"  {name} took {time.perf_counter() - t:.0f} s", flush=True)
+    sections += [f"All benchmarks took {time.perf_counter() - t0:.0f} s; load average at the "
+                 f"end: {load()}.", ""]
+    out.write_text("\n".join(sections))
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str))
+    print(f"wrote {out}", flush=True)
+    return raw
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
+    ap.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="skip Flower and pfl-research (their rows say 'not run')")
+    ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    args = ap.parse_args(argv)
+    argvs = {}
+    for name in args.only or list(BENCHMARKS):
+        argvs[name] = (["--quick"] if args.quick else []) + (
+            ["--no-peers"] if args.no_peers and name in TAKES_NO_PEERS else [])
+    command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    run(argvs, out=Path(args.out), command=command)
 
 
 if __name__ == "__main__":

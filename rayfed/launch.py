@@ -157,7 +157,8 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
         summary.update(final.summary)
         if final.report is not None and final.path is not None:
             tracker.log_metrics(final.report.metrics(), step=cfg.fl.rounds)
-            tracker.log_artifact(final.path, artifact_path="model_int8")
+            for path in final.paths:
+                tracker.log_artifact(path, artifact_path="model_int8")
         summary["summary_path"] = str(summary_path)
         _write_json(summary_path, summary)
         if orch.privacy is not None:

@@ -3,8 +3,13 @@
 ``rayfed.launch.run_federated`` calls :func:`export_final_model` once training is
 over; this module turns the config into a call of
 :func:`rayfed.compression.quantize.quantize_final_model`, writes the quantized
-model as a TorchScript file (loadable with ``torch.jit.load``, no rayfed needed
-on the device) and returns the keys ``summary.json`` gains.
+model twice and returns the keys ``summary.json`` gains:
+
+* ``model_int8.rfsd``: its state dict in the compact container whose length is
+  ``model_bytes_int8`` (:func:`rayfed.compression.quantize.restore_int8` loads it
+  into a model built from the run's config);
+* ``model_int8.pt``: TorchScript, loadable with ``torch.jit.load`` and run
+  without rayfed on the device.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rayfed.compression.container import pack_state_dict
 from rayfed.compression.quantize import (
     QuantizationReport,
     accuracy,
@@ -26,13 +32,20 @@ from rayfed.compression.quantize import (
 from rayfed.config import CompressionConfig
 
 ARTIFACT_NAME = "model_int8.pt"
+STATE_ARTIFACT_NAME = "model_int8.rfsd"
 
 
 @dataclass(frozen=True)
 class FinalModelExport:
     summary: dict[str, Any]
     report: QuantizationReport | None = None
+    # The TorchScript model and the compact state dict (the measured bytes).
     path: Path | None = None
+    state_path: Path | None = None
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(p for p in (self.path, self.state_path) if p is not None)
 
 
 def save_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
@@ -62,12 +75,15 @@ def export_final_model(model: nn.Module, x_test: torch.Tensor, y_test: torch.Ten
         model, x_test, y_test, num_calibration=cfg.calibration_examples,
         latency_batch_size=cfg.latency_batch_size, rng=rng)
     path = save_torchscript(qmodel, x_test[:1], out_dir / ARTIFACT_NAME)
+    state_path = out_dir / STATE_ARTIFACT_NAME
+    state_path.write_bytes(pack_state_dict(qmodel.state_dict()))  # model_bytes_int8 long
     details = asdict(report)
     details.update(size_ratio=report.size_ratio, latency_ratio=report.latency_ratio,
-                   latency_torch_threads=1, artifact=str(path))
+                   latency_torch_threads=1, artifact=str(path), state_artifact=str(state_path),
+                   size_format="rayfed state-dict container (rayfed.compression.container)")
     summary = {"model_bytes_fp32": report.model_bytes_fp32,
                "model_bytes_int8": report.model_bytes_int8,
                "accuracy_fp32": report.accuracy_fp32,
                "accuracy_int8": report.accuracy_int8,
                "final_model_quantization": details}
-    return FinalModelExport(summary, report, path)
+    return FinalModelExport(summary, report, path, state_path)

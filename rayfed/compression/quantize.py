@@ -13,9 +13,12 @@
   quantizes every Conv/Linear of our CNNs; if it ever fails, the model falls back
   to dynamic quantization and the report lists each layer left in fp32.
 
-Size is the length of ``torch.save(state_dict)`` in a buffer, never
-``sys.getsizeof``; accuracy is measured for both models on the same examples;
-latency is the median CPU time of one batch.
+Size is the length of the serialized ``state_dict`` in rayfed's compact container
+(:mod:`rayfed.compression.container`: raw weight bytes plus exact quantization
+parameters, loadable with :func:`restore_int8`), for fp32 and int8 alike, never
+``sys.getsizeof``; the ``torch.save`` sizes are reported next to it. Accuracy is
+measured for both models on the same examples; latency is the median CPU time of
+one batch.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rayfed.compression.container import pack_state_dict, unpack_state_dict
 from rayfed.train import evaluate
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -43,6 +47,7 @@ class QuantizationReport:
     """What int8 post-training quantization did to one model."""
 
     method: str  # "dynamic" or "static_fx"
+    # Serialized state dicts in the compact container (what a device stores).
     model_bytes_fp32: int
     model_bytes_int8: int
     accuracy_fp32: float
@@ -57,6 +62,9 @@ class QuantizationReport:
     fp32_layers: tuple[str, ...]
     # Why static quantization was not used, when it failed.
     fallback_reason: str | None = None
+    # The same state dicts written by torch.save (zip records, pickled structure).
+    torch_save_bytes_fp32: int = 0
+    torch_save_bytes_int8: int = 0
 
     @property
     def size_ratio(self) -> float:
@@ -90,7 +98,12 @@ def _quiet_deprecations() -> Iterator[None]:
 
 
 def serialized_bytes(model: nn.Module) -> int:
-    """Bytes of ``torch.save(model.state_dict())``: what a device would store."""
+    """Bytes of ``model``'s state dict in the compact container: what a device stores."""
+    return len(pack_state_dict(model.state_dict()))
+
+
+def torch_save_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``, for comparison."""
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
@@ -114,13 +127,36 @@ def quantize_static_int8(model: nn.Module, calibration: torch.Tensor, *,
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     engine = torch.backends.quantized.engine
-    with _quiet_deprecations(), torch.inference_mode():
+    with _quiet_deprecations():
         prepared = prepare_fx(copy.deepcopy(model).eval(),
                               get_default_qconfig_mapping(engine),
                               example_inputs=(calibration[:1],))
-        for start in range(0, len(calibration), batch_size):
-            prepared(calibration[start : start + batch_size])
+        with torch.no_grad():
+            for start in range(0, len(calibration), batch_size):
+                prepared(calibration[start : start + batch_size])
+        # Converted outside inference mode: its buffers (input scales and zero
+        # points) must stay ordinary tensors, or load_state_dict cannot restore them.
         return convert_fx(prepared)
+
+
+def restore_int8(skeleton: nn.Module, blob: bytes, *, method: str,
+                 example: torch.Tensor) -> nn.Module:
+    """The int8 model stored in ``blob`` (:func:`pack_state_dict` of its state dict).
+
+    ``skeleton`` is an fp32 model of the same architecture (its weights do not
+    matter); it is quantized with ``method`` to get the module structure, and the
+    stored state replaces every weight, scale and zero point. ``example``: one
+    input batch (the FX flow traces with it).
+    """
+    if method == "dynamic":
+        qmodel = quantize_dynamic_int8(skeleton)
+    elif method == "static_fx":
+        qmodel = quantize_static_int8(skeleton, example)
+    else:
+        raise ValueError(f"unknown quantization method {method!r}; expected 'dynamic' or "
+                         "'static_fx' (QuantizationReport.method)")
+    qmodel.load_state_dict(unpack_state_dict(blob))
+    return qmodel.eval()
 
 
 def fp32_weight_layers(model: nn.Module) -> list[str]:
@@ -212,5 +248,7 @@ def quantize_final_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         latency_batch_size=len(batch), eval_examples=len(eval_idx),
         calibration_examples=len(calib_idx),
         quantized_layers=tuple(quantized_layers(qmodel)),
-        fp32_layers=tuple(fp32_weight_layers(qmodel)), fallback_reason=fallback)
+        fp32_layers=tuple(fp32_weight_layers(qmodel)), fallback_reason=fallback,
+        torch_save_bytes_fp32=torch_save_bytes(model),
+        torch_save_bytes_int8=torch_save_bytes(qmodel))
     return qmodel, report

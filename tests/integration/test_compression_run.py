@@ -11,11 +11,11 @@ benchmarks/compression.py (5 rounds are too few for it here).
 from __future__ import annotations
 
 import json
-import pickle
 
 import numpy as np
 import pytest
 
+from rayfed.fl import safe_format
 from rayfed.fl.orchestrator import Orchestrator
 from rayfed.launch import run_federated
 from tests.conftest import small_config
@@ -52,9 +52,9 @@ def test_int8_and_topk_runs_train_and_shrink_uploads(tmp_path):
     # Every virtual participant's error-feedback residual came back from the
     # pooled actors, holds what was not sent, and went into the checkpoint.
     for pid in range(6):
-        residual = pickle.loads(states[pid])["stages"]["topk"]["residual"]
+        residual = safe_format.loads(states[pid])["stages"]["topk"]["residual"]
         assert residual.shape == (2410,) and 0 < np.count_nonzero(residual) <= 2410 - k
-        saved = pickle.loads(ckpt["client_states"][pid])["stages"]["topk"]["residual"]
+        saved = safe_format.loads(ckpt["client_states"][pid])["stages"]["topk"]["residual"]
         np.testing.assert_array_equal(saved, residual)
 
 

@@ -14,6 +14,7 @@ from rayfed.compression.stages import Int8Stage, TopKStage
 from rayfed.config import CompressionConfig, Config, PrivacyConfig
 from rayfed.data.federated import ClientData
 from rayfed.fl.participant import LocalTraining, Participant
+from rayfed.fl.participant import _load_state as carried
 from rayfed.models import ModelSpec, build_model, get_flat
 from rayfed.pipeline import Pipeline, build_pipeline
 from rayfed.types import FitIns
@@ -65,7 +66,7 @@ def test_topk_residual_is_carried_across_rounds_and_loses_nothing() -> None:
         res = participant([stage]).fit(w, FitIns(3, rnd, seed=rnd, state=state))
         assert isinstance(res.delta, SparseUpdate) and len(res.delta.indices) == k
         state = res.state
-        new_residual = pickle.loads(state)["stages"]["topk"]["residual"]
+        new_residual = carried(state)["stages"]["topk"]["residual"]
         np.testing.assert_array_equal(densify(res.delta) + new_residual, residual + true)
         residual = new_residual
     assert np.abs(residual).sum() > 0

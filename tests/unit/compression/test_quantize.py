@@ -15,6 +15,7 @@ from rayfed.compression.quantize import (
     fp32_weight_layers,
     quantize_dynamic_int8,
     quantize_final_model,
+    restore_int8,
     serialized_bytes,
 )
 from rayfed.config import CompressionConfig
@@ -58,6 +59,9 @@ def test_mlp_is_dynamically_quantized_within_one_point(digits) -> None:
     assert r.model_bytes_fp32 > 4 * sum(p.numel() for p in model.parameters())
     assert sys.getsizeof(model.state_dict()) < r.model_bytes_fp32 / 100
     assert r.size_ratio > 3.5
+    # The compact container saves what torch.save spends on its zip records.
+    assert r.model_bytes_int8 < r.torch_save_bytes_int8 - 3000
+    assert r.model_bytes_fp32 < r.torch_save_bytes_fp32
     assert r.latency_ms_fp32 > 0 and r.latency_ms_int8 > 0
 
 
@@ -114,3 +118,10 @@ def test_export_writes_a_torchscript_model_and_summary_keys(digits, tmp_path) ->
     loaded = torch.jit.load(io.BytesIO(out.path.read_bytes()))
     qmodel, _ = run(model, digits)
     torch.testing.assert_close(loaded(xt[:8]), qmodel(xt[:8]))
+    # The compact file is exactly the bytes reported, and it restores the model.
+    assert out.state_path is not None and out.paths == (out.path, out.state_path)
+    assert out.state_path.stat().st_size == out.summary["model_bytes_int8"]
+    restored = restore_int8(build_model(ModelSpec("mlp", (1, 8, 8), 10, hidden_sizes=(32,))),
+                            out.state_path.read_bytes(), method="dynamic", example=xt[:1])
+    with torch.inference_mode():
+        assert torch.equal(restored(xt), qmodel(xt))
