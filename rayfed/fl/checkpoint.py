@@ -4,21 +4,29 @@ A checkpoint is written to a temporary file in the same directory, flushed to
 disk, then renamed over the target, so a crash mid-write leaves the previous
 checkpoint intact. A SHA-256 of the payload sits in the header; a corrupt file
 fails loudly instead of being half-loaded.
+
+The payload is :mod:`rayfed.fl.safe_format` (JSON and raw arrays), never a
+pickle: a checkpoint directory may be shared or restored from elsewhere, and
+unpickling a crafted file runs code. The checksum detects corruption only, not
+tampering (anyone can recompute it). Files of the first, pickled format
+(``RAYFEDCK1``) are refused with a message, not read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from rayfed.errors import CheckpointError
+from rayfed.fl import safe_format
 
-MAGIC = b"RAYFEDCK1\n"
+MAGIC = b"RAYFEDCK2\n"
+# The first format pickled its payload; it is refused, never unpickled.
+_PICKLED_MAGIC = b"RAYFEDCK1\n"
 _ROUND_FILE = re.compile(r"^round_(\d{6})\.ckpt$")
 
 
@@ -42,7 +50,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    payload = pickle.dumps(state, protocol=5)
+    payload = safe_format.dumps(state)
     write_atomic(path, MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
@@ -52,6 +60,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
     head = len(MAGIC)
+    if blob.startswith(_PICKLED_MAGIC):
+        raise CheckpointError(f"{path} is a checkpoint of the old pickled format, which is "
+                              "not loaded because unpickling can execute code; start a "
+                              "fresh run (resume=false)")
     if not blob.startswith(MAGIC) or len(blob) < head + 32:
         raise CheckpointError(f"{path} is not a rayfed checkpoint (bad header); delete it "
                               "or point resume at another checkpoint")
@@ -59,7 +71,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if hashlib.sha256(payload).digest() != digest:
         raise CheckpointError(f"checkpoint {path} is corrupt (checksum mismatch); delete it "
                               "to resume from the previous round's checkpoint")
-    state: dict[str, Any] = pickle.loads(payload)
+    try:
+        state = safe_format.loads(payload)
+    except safe_format.UnsafeFormatError as exc:
+        raise CheckpointError(f"checkpoint {path} was refused: {exc}; it was not written by "
+                              "rayfed (or was tampered with), so nothing in it is loaded") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict")
     return state
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from rayfed.config import Config, ParticipantConfig
 from rayfed.data.federated import ClientData
+from rayfed.fl import safe_format
 from rayfed.models import get_flat, set_flat
 from rayfed.pipeline import Pipeline, UpdateContext
 from rayfed.train import evaluate, make_optimizer, tensor_batches, train_epoch
@@ -50,10 +51,17 @@ class LocalTraining(Optimization):
 
 
 def _load_state(blob: bytes | None) -> dict[str, Any]:
-    """The participant's carried state: optimizer state and per-stage state."""
+    """The participant's carried state: optimizer state and per-stage state.
+
+    It travels through the server between rounds, so it is never unpickled: it is
+    :mod:`rayfed.fl.safe_format`, and the optimizer's part is read with
+    ``torch.load(weights_only=True)``.
+    """
     if blob is None:
         return {}
-    state: dict[str, Any] = pickle.loads(blob)
+    state = safe_format.loads(blob)
+    if not isinstance(state, dict):
+        raise safe_format.UnsafeFormatError("carried participant state is not a dict")
     return state
 
 
@@ -164,7 +172,7 @@ class Participant:
             payload_bytes=len(pickle.dumps(payload, protocol=5)),
             metrics={"train_loss": train_loss,
                      "fit_seconds": fit_seconds, **(metrics or {})},
-            state=pickle.dumps(state, protocol=5) if state else None,
+            state=safe_format.dumps(state) if state else None,
         )
 
     def _fit_ddp(self, ins: FitIns, d: ParticipantConfig) -> tuple[float, int]:

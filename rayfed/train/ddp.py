@@ -75,7 +75,7 @@ def _restore(model: nn.Module) -> dict[str, Any]:
         return {}
     with ckpt.as_directory() as d:
         state: dict[str, Any] = torch.load(Path(d) / STATE_FILE, map_location="cpu",
-                                           weights_only=False)
+                                           weights_only=True)
     model.load_state_dict(state["model"])
     return state
 
@@ -266,7 +266,7 @@ def fit(plan: WorkerPlan, scaling: Scaling, *, run_name: str, storage_path: str,
 def load_state(checkpoint: ray.train.Checkpoint) -> dict[str, Any]:
     with checkpoint.as_directory() as d:
         state: dict[str, Any] = torch.load(Path(d) / STATE_FILE, map_location="cpu",
-                                           weights_only=False)
+                                           weights_only=True)
     return state
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from rayfed.data.federated import ClientData
+from rayfed.fl import safe_format
 from rayfed.fl.participant import LocalTraining, Participant
 from rayfed.models import ModelSpec, build_model, get_flat, num_params, set_flat
 from rayfed.types import FitIns
@@ -147,7 +148,7 @@ def test_adam_state_round_trips() -> None:
 
     def steps(state: bytes | None) -> set[float]:
         assert state is not None
-        carried = pickle.loads(state)  # the participant's carried state
+        carried = safe_format.loads(state)  # the participant's carried state, not a pickle
         loaded = torch.load(io.BytesIO(carried["optimizer"]), weights_only=True)["state"]
         return {float(s["step"]) for s in loaded.values()}
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
 
 from rayfed.config import PrivacyConfig
+from rayfed.fl import safe_format
 from rayfed.fl.host import ParticipantHost
 from rayfed.models import get_flat
 from rayfed.privacy.accounting import DpEvent, epsilon
@@ -42,7 +41,7 @@ def test_accountant_state_persists_across_rounds_and_hosts(tmp_path):
     w = get_flat(host._model)
     r1 = _fit(host, w, 2, 1, None)
     assert isinstance(r1, FitRes)
-    state = pickle.loads(r1.state)["record_dp"]
+    state = safe_format.loads(r1.state)["record_dp"]
     plan = state["plan"]
     ev = DpEvent(plan["sample_rate"], 1.1, plan["steps_per_round"])
     assert r1.metrics["epsilon"] == pytest.approx(epsilon([ev], delta=1e-5))
