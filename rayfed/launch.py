@@ -22,7 +22,7 @@ from rayfed.config import Config, validate
 log = logging.getLogger(__name__)
 
 GROUPS = ("dataset", "model", "partition", "strategy", "privacy", "compression", "secure_agg",
-          "experiment")
+          "adversary", "experiment")
 _MAX_COMPOSE_TRIES = 20
 
 
