@@ -57,3 +57,47 @@ def test_validation_runs_after_hydra_accepts_the_overrides() -> None:
                          config_dir=CONF)
     assert len(problems) == 1
     assert problems[0].startswith("strategy.num_byzantine=1")
+
+
+# Issue #9, I1: one command line with every class of config error.
+ONE_OF_EACH = [
+    "fl.rounds=abc",                       # wrong type
+    "partition.alpha=-1",                  # out of range
+    "adversary.fraction=1.5",              # out of range, in a section of its own
+    "fl.nope=3",                           # unknown key
+    "strategy=krum", "fl.clients_per_round=4", "fl.min_clients=1",  # incompatible: Krum 2f+3
+    "adversary=gaussian", "compression=int8",                       # incompatible sections
+]
+EXPECTED_KEYS = ("fl.rounds=abc", "partition.alpha=", "adversary.fraction=", "fl.nope=3",
+                 "strategy.num_byzantine=", "adversary='gaussian' cannot be combined with "
+                 "compression='int8'")
+
+
+def test_every_class_of_error_is_reported_at_once_naming_its_key() -> None:
+    problems = preflight(ONE_OF_EACH, config_dir=CONF)
+    for key in EXPECTED_KEYS:
+        assert sum(p.startswith(key) for p in problems) == 1, (key, problems)
+    assert len(problems) == len(EXPECTED_KEYS), problems
+    assert "could not be converted to Integer" in problems[0]
+    assert "Key 'nope' not in 'FLConfig'" in next(p for p in problems if "fl.nope" in p)
+
+
+def test_the_command_line_exits_2_before_ray_or_any_actor_starts(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    repo = CONF.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",
+                                                            "MLFLOW_TRACKING_URI")}
+    env["PYTHONPATH"] = str(repo)
+    proc = subprocess.run([sys.executable, str(repo / "jobs" / "federated.py"), *ONE_OF_EACH],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"invalid configuration ({len(EXPECTED_KEYS)} problem(s)); nothing was started" \
+        in proc.stderr
+    for key in EXPECTED_KEYS:
+        assert f"  - {key}" in proc.stderr
+    # Nothing ran: no Ray, no tracking store, no Hydra run directory.
+    assert "Ray" not in proc.stdout + proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
