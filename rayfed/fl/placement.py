@@ -138,6 +138,9 @@ class Placement:
         self.num_cpus_per_actor = num_cpus
         # Actors seen dying, and the `ready` call that resolves once they restarted.
         self._restarting: dict[int, ray.ObjectRef] = {}
+        # Those already waited for once and still down (e.g. their node is gone and
+        # no other node has room): rounds no longer wait for them.
+        self._overdue: set[int] = set()
         self._actor_of: dict[int, int] = {}
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
@@ -172,13 +175,21 @@ class Placement:
 
     def await_restarts(self, timeout_s: float) -> None:
         """Give crashed actors up to ``timeout_s`` to restart and rebuild their shards,
-        so that their participants rejoin this round rather than fail again."""
+        so that their participants rejoin this round rather than fail again.
+
+        Each death is waited for once: an actor still down after its wait is only
+        checked (without waiting) in later rounds, which would otherwise each pay
+        ``timeout_s`` for an actor that cannot come back, e.g. after its node left."""
         if not self._restarting:
             return
+        new = [r for i, r in self._restarting.items() if i not in self._overdue]
+        if new:
+            ray.wait(new, num_returns=len(new), timeout=timeout_s)
         refs = list(self._restarting.values())
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         done = set(ready)
         self._restarting = {i: r for i, r in self._restarting.items() if r not in done}
+        self._overdue = set(self._restarting)
 
     def submit_fit(self, server_round: int, weights_ref: ray.ObjectRef,
                    tasks: Sequence[FitIns], *, deadline_unix: float | None = None,
