@@ -32,6 +32,7 @@ BENCHMARKS = {
     "compression": "Compression: uploaded bytes and final int8 models (issue #5)",
     "ddp_amp": "Ray Train DDP: AMP vs fp32 samples/s, Ray Train vs torchrun (issue #7)",
     "offload_decision": "Offloading: scheduler decision overhead per task (issue #6)",
+    "offload_policies": "Offloading: policies' makespan against the lower bound (issue #6)",
     "federated_round": "Federated round time: rayfed vs the loop, Flower and pfl-research "
                        "(issue #10)",
     "scale": "Scale curve: round time and peak memory vs participants per round (issue #10)",

@@ -173,7 +173,7 @@ TARGETS = (
 
 def judge(cells: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
     """Each acceptance target as met / missed / not run, from this run's medians."""
-    out = []
+    out: list[dict[str, Any]] = []
     for label, wl, metric, num, den, bound, kind in TARGETS:
         a = cells.get(wl, {}).get(num, {}).get(metric)
         b = cells.get(wl, {}).get(den, {}).get(metric)
@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     print("failed", flush=True)
                     continue
                 m = metrics(raw, participants=participants)
+                m.update(raw.get("phases", {}))
                 m["accuracy"] = final_accuracy(bundles[wl], weights)
                 ref = tmp / f"{wl}-loop-{rep}.npy"
                 m["max_weight_diff_vs_loop"] = (
@@ -265,11 +266,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if runs[wl][system]:
                 cells[wl][system] = {k: float(np.median([r[k] for r in runs[wl][system]]))
                                      for k in runs[wl][system][0]}
+    targets = judge(cells)
+    profiles = {}
+    for wl in workloads:
+        missed = any(t["status"] == "missed" and t["target"].startswith(wl)
+                     for t in targets)
+        if missed and "rayfed" in systems and not errors[wl].get("rayfed"):
+            print(f"  profiling rayfed on {wl} (a target was missed) …", flush=True)
+            cmd = command("rayfed", workload=wl, bundle=bundles[wl],
+                          weights=tmp / f"{wl}-profile.npy", launch=time.time(),
+                          pythons=pythons, workers=args.workers)
+            try:
+                raw = run_system([*cmd, "--profile"], timeout_s=args.timeout_s,
+                                 log=tmp / f"{wl}-profile.log")
+                profiles[wl] = raw["profile"]
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                profiles[wl] = f"profiling failed: {e}"
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"rounds": args.rounds, "repeats": args.repeats, "workers": args.workers,
+    return {"profiles": profiles, "rounds": args.rounds, "repeats": args.repeats,
+            "workers": args.workers,
             "workloads": workloads, "systems": systems, "cells": cells, "runs": runs,
             "skipped": skipped, "errors": errors, "peer_versions": versions,
-            "targets": judge(cells), "load_at_end": os.getloadavg()}
+            "targets": targets, "load_at_end": os.getloadavg()}
 
 
 def report(result: dict[str, Any]) -> str:
@@ -301,6 +319,7 @@ def report(result: dict[str, Any]) -> str:
             op = "≤" if t["kind"] == "le" else "≥"
             lines.append(f"| {t['target']} | {t['value']:.2f}× | {op} {t['bound']}× | "
                          f"**{t['status']}** |")
+    lines += where_time_goes(result)
     peers = "; ".join(f"{k}: {v}" for k, v in result["peer_versions"].items()) or "none"
     lines += [
         "",
@@ -316,5 +335,29 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def where_time_goes(result: dict[str, Any]) -> list[str]:
+    """rayfed's time, split: start-up phases, and steady rounds against the ideal
+    of the loop's compute split perfectly over the workers."""
+    lines = ["", "Where rayfed's time goes (medians of the timed runs):", "",
+             "| workload | imports (s) | Ray + actors + data set-up (s) | round 1 after "
+             "set-up (s) | steady s/round | loop / workers (ideal split of the same "
+             "compute) | rest: framework overhead + imbalance |", "|---|---|---|---|---|---|---|"]
+    for wl in result["workloads"]:
+        c = result["cells"][wl].get("rayfed")
+        loop = result["cells"][wl].get("loop")
+        if not c or "setup_s" not in c:
+            continue
+        ideal = loop["steady_s"] / result["workers"] if loop else float("nan")
+        lines.append(f"| {wl} | {c['imports_s']:.2f} | {c['setup_s']:.2f} | "
+                     f"{c['first_round_after_setup_s']:.2f} | {c['steady_s']:.4f} | "
+                     f"{ideal:.4f} | {c['steady_s'] - ideal:+.4f} |")
+    for wl, text in result.get("profiles", {}).items():
+        lines += ["", f"Driver-side cProfile of rayfed's rounds 2+ on {wl} (one extra run, "
+                  "made because a target was missed; top functions by own time; time "
+                  "spent waiting in ray.get/locks is the actors' compute):", "", "```",
+                  text.strip()[-3500:], "```"]
+    return lines
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2, default=str))
+    print(report(main()))

@@ -8,6 +8,9 @@ weights and seeds are the bundle's; this runner checks the sizes agree.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import tempfile
 import time
 
@@ -23,11 +26,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--launch-time", required=True, type=float)
     ap.add_argument("--weights-out", required=True)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile the driver over rounds 2+ (the times are then not clean)")
     args = ap.parse_args(argv)
     import ray
 
     from benchmarks.federated_round import workload_config
     from rayfed.fl.orchestrator import Orchestrator
+
+    t_imported = time.time()
 
     wl = load(args.bundle).workload
     cfg = workload_config(args.workload, rounds=wl.rounds, tmp=tempfile.mkdtemp(),
@@ -36,12 +43,25 @@ def main(argv: list[str] | None = None) -> None:
             wl.num_clients, wl.rounds, wl.batch_size):
         raise SystemExit(f"{RESULT_TAG}{{\"error\": \"bundle and config disagree\"}}")
     round_ends = []
+    profiler = cProfile.Profile()
     with Orchestrator(cfg) as orch:
-        for _ in orch.rounds():
+        t_ready = time.time()
+        for r in orch.rounds():
             round_ends.append(time.time())
+            if args.profile and r.server_round == 1:
+                profiler.enable()
+        profiler.disable()
         np.save(args.weights_out, orch.weights.astype(np.float32))
     ray.shutdown()
-    emit("rayfed", launch_time=args.launch_time, round_ends=round_ends)
+    phases = {"imports_s": t_imported - args.launch_time, "setup_s": t_ready - t_imported,
+              "first_round_after_setup_s": round_ends[0] - t_ready}
+    profile = ""
+    if args.profile:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
+        profile = text.getvalue()
+    emit("rayfed", launch_time=args.launch_time, round_ends=round_ends, phases=phases,
+         profile=profile)
 
 
 if __name__ == "__main__":

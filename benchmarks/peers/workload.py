@@ -65,12 +65,12 @@ def save(path: Path, bundle: Bundle) -> None:
                 arrays[f"order_{r}_{p}_{e}"] = bundle.orders[r][p][e].numpy()
     for k, v in bundle.init.items():
         arrays[f"init::{k}"] = v
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
     meta = {**wl.__dict__, "init_names": list(bundle.init)}
     path.with_suffix(".json").write_text(json.dumps(meta))
 
 
-def load(path: Path) -> Bundle:
+def load(path: str | Path) -> Bundle:
     path = Path(path)
     meta = json.loads(path.with_suffix(".json").read_text())
     names = meta.pop("init_names")
