@@ -7,6 +7,7 @@ pooled actor serves (cross-device simulation); the logic is the same.
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import time
@@ -48,6 +49,23 @@ class LocalTraining(Optimization):
     def stateful(self) -> bool:
         """Whether the local optimizer has state worth carrying between rounds."""
         return self.optimizer != "sgd" or self.momentum > 0
+
+
+@functools.lru_cache(maxsize=64)
+def _array_bytes(shape: tuple[int, ...], dtype: str) -> int:
+    return len(pickle.dumps(np.zeros(shape, dtype=np.dtype(dtype)), protocol=5))
+
+
+def serialized_bytes(payload: object) -> int:
+    """Bytes of ``payload`` as it crosses the wire (pickle protocol 5, Ray's format).
+
+    A contiguous array's pickle is a header plus its raw buffer, whatever the
+    values, so its size is computed once per shape instead of serialising every
+    update again just to count it.
+    """
+    if isinstance(payload, np.ndarray) and payload.flags.c_contiguous:
+        return _array_bytes(payload.shape, payload.dtype.str)
+    return len(pickle.dumps(payload, protocol=5))
 
 
 def _load_state(blob: bytes | None) -> dict[str, Any]:
@@ -169,7 +187,7 @@ class Participant:
             server_round=ins.server_round,
             delta=payload,
             num_examples=num_examples,
-            payload_bytes=len(pickle.dumps(payload, protocol=5)),
+            payload_bytes=serialized_bytes(payload),
             metrics={"train_loss": train_loss,
                      "fit_seconds": fit_seconds, **(metrics or {})},
             state=safe_format.dumps(state) if state else None,

@@ -105,20 +105,22 @@ def _train_group(
     counts = torch.tensor([len(x) for x, _ in shards])
     loss_sums = torch.zeros(num, dtype=torch.float64)
     b = opt.batch_size
-    feature_shape = shards[0][0].shape[1:]
+    # All shards in one table with a zero row at the end, which padding points at:
+    # every step's batches for all participants are then one gather.
+    x_all = torch.cat([*(x for x, _ in shards), torch.zeros_like(shards[0][0][:1])])
+    y_all = torch.cat([*(y for _, y in shards), torch.zeros_like(shards[0][1][:1])])
+    offsets = torch.cumsum(counts, 0) - counts
+    pad_row = len(x_all) - 1
     for _ in range(opt.epochs):
         # The epoch's shuffled order per participant, as tensor_batches draws it,
         # padded to a common number of steps.
-        orders = [torch.randperm(len(x), generator=g)
-                  for (x, _), g in zip(shards, generators, strict=True)]
-        steps = max((len(o) + b - 1) // b for o in orders)
-        xs = torch.zeros(num, steps * b, *feature_shape, dtype=shards[0][0].dtype)
-        ys = torch.zeros(num, steps * b, dtype=shards[0][1].dtype)
-        mask = torch.zeros(num, steps * b)
-        for i, ((x, y), order) in enumerate(zip(shards, orders, strict=True)):
-            xs[i, : len(order)] = x[order]
-            ys[i, : len(order)] = y[order]
-            mask[i, : len(order)] = 1.0
+        steps = (int(counts.max()) + b - 1) // b
+        index = torch.full((num, steps * b), pad_row, dtype=torch.long)
+        for i, g in enumerate(generators):
+            n = int(counts[i])
+            index[i, :n] = torch.randperm(n, generator=g) + offsets[i]
+        mask = (torch.arange(steps * b) < counts[:, None]).to(torch.float32)
+        xs, ys = x_all[index], y_all[index]
         for s in range(steps):
             window = slice(s * b, (s + 1) * b)
             m = mask[:, window]

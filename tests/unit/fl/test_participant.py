@@ -197,3 +197,16 @@ def test_local_training_from_config() -> None:
     assert t == LocalTraining(epochs=3, batch_size=7, lr=0.2, optimizer="sgd", momentum=0.5,
                               weight_decay=0.0, proximal_mu=0.01)
     assert t.stateful
+
+
+@pytest.mark.parametrize("payload", [
+    np.random.default_rng(0).normal(size=1000).astype(np.float32),
+    np.full(7, np.nan, dtype=np.float32),
+    np.zeros((3, 4)),
+    np.arange(5)[::2],  # not contiguous: serialised for real
+    {"indices": np.arange(3), "values": np.ones(3, dtype=np.float16)},
+])
+def test_serialized_bytes_is_the_pickled_size(payload: object) -> None:
+    from rayfed.fl.participant import serialized_bytes
+
+    assert serialized_bytes(payload) == len(pickle.dumps(payload, protocol=5))
