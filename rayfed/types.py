@@ -71,6 +71,9 @@ class Failure:
     server_round: int
     kind: FailureKind
     reason: str
+    # Bytes of an update that was received and then refused where it arrived
+    # (e.g. screened out in a pooled actor before its partial sum): still uploaded.
+    payload_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class RoundResult:
     num_failed: int
     num_late_rejected: int
     seconds: float
+    # Every payload that reached the server this round, accepted or not.
     bytes_up: int
     bytes_down: int
     train_loss: float | None = None
@@ -115,3 +119,5 @@ class RoundResult:
     # Updates refused by screening (malformed, non-finite, implausible counts or
     # norms; rayfed.fl.screening), counted among num_failed.
     num_rejected: int = 0
+    # The part of bytes_up that went into the aggregate.
+    bytes_up_accepted: int = 0

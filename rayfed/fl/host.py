@@ -207,7 +207,10 @@ class ParticipantHost:
         max_metrics: dict[str, float] = {}
         failures: list[PartialAggregate | Failure] = []
         decoded: list[FitRes | Failure] = []
+        sent: dict[int, int] = {}  # payload bytes per participant, refused or not
         for res in self.fit(server_round, global_weights, tasks, should_stop):
+            if isinstance(res, FitRes):
+                sent[res.participant_id] = res.payload_bytes
             # Simulation shortcut: decode here instead of at the server. The bytes
             # counted are still those of the encoded payload.
             try:
@@ -221,8 +224,8 @@ class ParticipantHost:
             r.participant_id: len(self.participant(r.participant_id).data.x_train)
             for r in decoded if isinstance(r, FitRes)})
         for r in screen(decoded, server_round=server_round, spec=spec):
-            if isinstance(r, Failure):
-                failures.append(r)
+            if isinstance(r, Failure):  # a refused update was still uploaded
+                failures.append(replace(r, payload_bytes=sent.get(r.participant_id, 0)))
             elif isinstance(r, FitRes):
                 total += (1.0 if self._unit_weights else np.float64(r.num_examples)) * r.delta
                 ids.append(r.participant_id)

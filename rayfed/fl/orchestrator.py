@@ -224,6 +224,10 @@ class Orchestrator:
                                             aggregate_locally=self._aggregate_locally)
         # 4. Collect under the deadline; decide on quorum.
         results, num_late = self._collect(pending, server_round)
+        # Every payload that reached the server is upload, whatever becomes of it
+        # (late, duplicate, undecodable, screened out), and so are the updates a
+        # pooled actor received and refused before its partial sum.
+        bytes_up = sum(r.payload_bytes for r in results)
         if self.secure_agg is not None:  # ciphertexts are summed, never decoded one by one
             results = [self.secure_agg.screen(r, server_round) for r in results]
         else:
@@ -248,7 +252,8 @@ class Orchestrator:
             num_failed=len(failures), num_late_rejected=num_late,
             num_rejected=sum(f.kind == "rejected" for f in failures),
             seconds=time.perf_counter() - t0,
-            bytes_up=sum(r.payload_bytes for r in accepted), bytes_down=down,
+            bytes_up=bytes_up, bytes_down=down,
+            bytes_up_accepted=sum(r.payload_bytes for r in accepted),
             failures=failures)
         if not decision.proceed:
             log.warning(decision.reason)
@@ -376,7 +381,8 @@ class Orchestrator:
             "participants_reported": r.num_reported, "participants_failed": r.num_failed,
             "late_rejected": r.num_late_rejected, "updates_rejected": r.num_rejected,
             "round_seconds": r.seconds,
-            "bytes_up": r.bytes_up, "bytes_down": r.bytes_down,
+            "bytes_up": r.bytes_up, "bytes_up_accepted": r.bytes_up_accepted,
+            "bytes_down": r.bytes_down,
             "round_aborted": float(r.status == "aborted"),
         }
         for name, value in (("train_loss", r.train_loss), ("loss", r.test_loss),
@@ -412,6 +418,7 @@ class Orchestrator:
             "median_round_seconds": float(np.median(seconds[1:] or seconds)) if seconds
             else None,
             "bytes_uploaded": sum(r.bytes_up for r in self.history),
+            "bytes_uploaded_accepted": sum(r.bytes_up_accepted for r in self.history),
             "bytes_downloaded": sum(r.bytes_down for r in self.history),
             "mlflow_run_id": self.tracker.run_id,
             "num_params": int(self.weights.size),

@@ -81,3 +81,14 @@ def test_run_federated_exports_int8_model_to_summary_and_mlflow(tmp_path):
     assert metrics["accuracy_int8"] == pytest.approx(written["accuracy_int8"])
     artifacts = [a.path for a in client.list_artifacts(summary["mlflow_run_id"], "model_int8")]
     assert artifacts == ["model_int8/model_int8.pt", "model_int8/model_int8.rfsd"]
+
+
+@pytest.mark.parametrize("local_aggregation", [True, False], ids=["actor-screens", "server"])
+def test_bytes_uploaded_counts_refused_updates_too(tmp_path, local_aggregation):
+    # Participant 2 sends NaNs: screened out in its pooled actor before the partial
+    # sum, or at the server. Its 9,768 bytes were uploaded all the same.
+    summary, _, _ = run(small_config(tmp_path, fl={"rounds": 1},
+                                     adversary={"name": "nan", "clients": [2]},
+                                     runtime={"local_aggregation": local_aggregation}))
+    assert summary["bytes_uploaded"] == 9768 * 6
+    assert summary["bytes_uploaded_accepted"] == 9768 * 5
