@@ -112,7 +112,8 @@ class MlflowTracker:
         try:
             self._log_model(model, signature, input_example)
         finally:
-            self._mlflow.set_tracking_uri(previous)
+            # None restores "unset" (MLflow accepts it; its annotation says str).
+            self._mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
 
     def _log_model(self, model: nn.Module, signature: Any, input_example: Any) -> None:
         import torch
@@ -137,5 +138,6 @@ class MlflowTracker:
         try:
             self._mlflow.flush_async_logging()
         finally:
-            self._mlflow.set_tracking_uri(previous)
+            # None restores "unset" (MLflow accepts it; its annotation says str).
+            self._mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
         self._client.set_terminated(self.run_id, status=status)

@@ -116,9 +116,9 @@ def _train_group(
         # padded to a common number of steps.
         steps = (int(counts.max()) + b - 1) // b
         index = torch.full((num, steps * b), pad_row, dtype=torch.long)
-        for i, g in enumerate(generators):
+        for i, gen in enumerate(generators):
             n = int(counts[i])
-            index[i, :n] = torch.randperm(n, generator=g) + offsets[i]
+            index[i, :n] = torch.randperm(n, generator=gen) + offsets[i]
         mask = (torch.arange(steps * b) < counts[:, None]).to(torch.float32)
         xs, ys = x_all[index], y_all[index]
         for s in range(steps):
