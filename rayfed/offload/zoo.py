@@ -6,16 +6,17 @@ an MLflow model URI, such as the ``model`` artifact of a federated job.
 
 The int8 variant is post-training *dynamic* quantization (Jacob et al. 2018,
 "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-
-Only Inference"; torch's ``quantize_dynamic``): Linear weights are stored in
-int8 and activations are quantized on the fly. It is offered only for models made
-of Linear layers (plus Flatten/ReLU). It does the same FLOPs; its measured time
-and accuracy differ, and the cost model learns both. This is a deliberately small
-stand-in until the compression package provides model quantization.
+Only Inference"), done by the compression package's
+:func:`rayfed.compression.quantize.quantize_dynamic_int8`, the one implementation
+the final-model export uses too: Linear weights are stored in int8 and
+activations are quantized on the fly. It is offered only for models made of
+Linear layers (plus Flatten/ReLU), where dynamic quantization leaves nothing in
+fp32. It does the same FLOPs; its measured time and accuracy differ, and the
+cost model learns both.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rayfed.compression.quantize import quantize_dynamic_int8
 from rayfed.data.datasets import ArrayDataset, load_splits
 from rayfed.errors import ConfigError
 from rayfed.models.registry import ModelSpec, build_model
@@ -50,13 +52,7 @@ def is_linear_only(model: nn.Module) -> bool:
 
 def quantize_int8(model: nn.Module) -> nn.Module:
     """Dynamic int8 quantization of every ``nn.Linear`` (a copy; ``model`` is kept)."""
-    import copy
-
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao, not installed here.
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+    return quantize_dynamic_int8(model)
 
 
 def load_data(name: str, *, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
