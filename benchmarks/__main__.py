@@ -36,6 +36,8 @@ BENCHMARKS = {
     "federated_round": "Federated round time: rayfed vs the loop, Flower and pfl-research "
                        "(issue #10)",
     "scale": "Scale curve: round time and peak memory vs participants per round (issue #10)",
+    "robustness": "Byzantine robustness: accuracy under five attacks, FedAvg vs median, "
+                  "trimmed mean and Krum (issue #9)",
 }
 # Benchmarks whose command line takes --no-peers.
 TAKES_NO_PEERS = ("federated_round",)
