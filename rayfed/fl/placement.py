@@ -89,8 +89,11 @@ def start_ray(runtime: RuntimeConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=runtime.num_cpus, include_dashboard=runtime.include_dashboard,
-                 log_to_driver=True, configure_logging=False)
+        # "local": without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster
+        # names (left by `ray start` or ray.cluster_utils), and then refuses num_cpus.
+        ray.init(address="local", num_cpus=runtime.num_cpus,
+                 include_dashboard=runtime.include_dashboard, log_to_driver=True,
+                 configure_logging=False)
 
 
 def _resource_options(runtime: RuntimeConfig) -> dict[str, Any]:
