@@ -45,6 +45,8 @@ PER_ROUND = 5
 # Measured: unprotected ≥ 30 dB (label right); the dataset's mean image, the best
 # guess without the update, scores ~13 dB. See docs/reliability.md.
 RECONSTRUCTED_DB = 25.0
+# docs/reliability.md counts a reconstruction at >= 20 dB as a success.
+RECOGNISABLE_DB = 20.0
 BASELINE_MARGIN_DB = 1.0
 ATTACK = {"method": "ig", "steps": 200, "restarts": 2, "seed": 0}
 
@@ -233,8 +235,10 @@ def test_encrypted_server_holds_ciphertexts_and_only_a_useless_aggregate(plainte
         gradient_from_update(received[0].delta, lr=cfg.fl.lr)  # type: ignore[arg-type]
 
     # The only plaintext is the mean of 5 updates: the attack on it, scored against
-    # each participant's example (the attacker's best case), stays near the blind
-    # baseline, far below the single-update attack.
+    # each participant's example (the attacker's best case), is far below the
+    # single-update attack. Here it is even below the blind baseline; over 10
+    # participants (benchmarks/gradient_inversion.py) aggregates reach 12.5-18 dB,
+    # above the mean image's ~12 dB but short of a recognisable digit.
     set_flat(model, w0)
     rec = attack(model, aggregate.astype(np.float32), cfg)
     scores = {pid: (psnr(truth(cfg, pid)[0], rec.image), mean_image_psnr(truth(cfg, pid)[0]))
@@ -247,4 +251,4 @@ def test_encrypted_server_holds_ciphertexts_and_only_a_useless_aggregate(plainte
           f"{ {p: (round(s, 1), round(b, 1)) for p, (s, b) in scores.items()} }; "
           f"single update {one:.1f} dB")
     assert best <= one - 10.0, (best, one)
-    assert all(s <= b + BASELINE_MARGIN_DB for s, b in scores.values()), scores
+    assert best < RECOGNISABLE_DB, scores
