@@ -11,6 +11,7 @@ benchmarks/compression.py (5 rounds are too few for it here).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -92,3 +93,23 @@ def test_bytes_uploaded_counts_refused_updates_too(tmp_path, local_aggregation):
                                      runtime={"local_aggregation": local_aggregation}))
     assert summary["bytes_uploaded"] == 9768 * 6
     assert summary["bytes_uploaded_accepted"] == 9768 * 5
+
+
+def test_topk_residuals_resume_from_a_checkpoint_bit_for_bit(tmp_path):
+    # Partial participation (3 of 6): residuals wait in the server's carried state
+    # between a participant's rounds, and must survive a checkpoint and resume.
+    def cfg(root, rounds, resume=False):
+        c = small_config(root, fl={"rounds": rounds, "clients_per_round": 3, "min_clients": 2},
+                         compression={"name": "topk", "topk_ratio": 0.05},
+                         checkpoint={"enabled": True})
+        return replace(c, resume=resume)
+
+    with Orchestrator(cfg(tmp_path / "straight", 4)) as orch:
+        list(orch.rounds())
+        weights, states = orch.weights, dict(orch.client_states)
+    run(cfg(tmp_path / "stopped", 2))
+    with Orchestrator(cfg(tmp_path / "stopped", 4, resume=True)) as orch:
+        assert orch.next_round == 3 and len(orch.client_states) > 0
+        list(orch.rounds())
+        np.testing.assert_array_equal(orch.weights, weights)
+        assert dict(orch.client_states) == states
