@@ -31,7 +31,7 @@ import rayfed.fl.orchestrator as orchestrator_module
 from rayfed.config import FaultConfig
 from rayfed.data.federated import load_test_split
 from rayfed.errors import CheckpointError
-from rayfed.fl.checkpoint import CheckpointDir, load_checkpoint
+from rayfed.fl.checkpoint import CheckpointDir, load_checkpoint, save_checkpoint
 from rayfed.fl.host import ParticipantHost
 from rayfed.fl.orchestrator import Orchestrator
 from rayfed.fl.rounds import participant_seed, select_participants
@@ -445,17 +445,19 @@ def test_f6_driver_killed_during_a_checkpoint_write(tmp_path, driver_env):
 
 
 def test_f6_resume_from_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
-    cfg = small_config(tmp_path, fl={"rounds": 2}, checkpoint={"enabled": True})
-    with Orchestrator(cfg) as orch:
-        list(orch.rounds())
-    (run_dir,) = (tmp_path / "ckpt" / "test").glob("*/")
-    latest = run_dir / "round_000002.ckpt"
+    """The run directory a resumed orchestrator finds: LATEST and a checkpoint with
+    one flipped byte. It must refuse before starting Ray or any actor."""
+    cfg = small_config(tmp_path, checkpoint={"enabled": True}, resume=True)
+    root = tmp_path / "ckpt" / cfg.name
+    save_checkpoint(root / "run1" / "round_000002.ckpt", {"server_round": 2})
+    (root / "LATEST").write_text("run1")
+    latest = root / "run1" / "round_000002.ckpt"
     blob = bytearray(latest.read_bytes())
-    blob[-100] ^= 0xFF
+    blob[-10] ^= 0xFF
     latest.write_bytes(bytes(blob))
     t0 = time.monotonic()
     with pytest.raises(CheckpointError, match=r"round_000002\.ckpt is corrupt"):
-        Orchestrator(replace(cfg, resume=True))
+        Orchestrator(cfg)
     assert time.monotonic() - t0 < 30
 
 
