@@ -238,7 +238,7 @@ def test_encrypted_server_holds_ciphertexts_and_only_a_useless_aggregate(plainte
     # each participant's example (the attacker's best case), is far below the
     # single-update attack. Here it is even below the blind baseline; over 10
     # participants (benchmarks/gradient_inversion.py) aggregates reach 12.5-18 dB,
-    # above the mean image's ~12 dB but short of a recognisable digit.
+    # above the mean image's ~12 dB: a sum of 5 is hidden better, not private.
     set_flat(model, w0)
     rec = attack(model, aggregate.astype(np.float32), cfg)
     scores = {pid: (psnr(truth(cfg, pid)[0], rec.image), mean_image_psnr(truth(cfg, pid)[0]))
