@@ -167,7 +167,7 @@ def dp_update(cfg: Config, pid: int, privacy: PrivacyConfig) -> FitRes:
 # conf/privacy/central_dp.yaml's clipping norm, σ = 1, noise shares at the
 # participants (the only placement where the server never holds an un-noised
 # update). secure_rng=false keeps the test deterministic; this attacker does not
-# use the seed, the one in the next test but one does.
+# use the seed; the one in test_clipping_alone_does_not_protect_... does.
 CENTRAL = PrivacyConfig(name="central_dp", noise_placement="clients", noise_multiplier=1.0,
                         clipping_norm=0.5, delta=1e-5)
 # Record-level DP-SGD with Opacus: the per-sample gradient is clipped and noised.
