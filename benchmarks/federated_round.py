@@ -339,16 +339,18 @@ def where_time_goes(result: dict[str, Any]) -> list[str]:
     """rayfed's time, split: start-up phases, and steady rounds against the ideal
     of the loop's compute split perfectly over the workers."""
     lines = ["", "Where rayfed's time goes (medians of the timed runs):", "",
-             "| workload | imports (s) | Ray + actors + data set-up (s) | round 1 after "
-             "set-up (s) | steady s/round | loop / workers (ideal split of the same "
-             "compute) | rest: framework overhead + imbalance |", "|---|---|---|---|---|---|---|"]
+             "| workload | imports (s) | ray.init (s) | Orchestrator set-up: actors, data, "
+             "model (s) | round 1 after set-up (s) | steady s/round | loop / workers (ideal "
+             "split of the same compute) | rest: framework overhead + imbalance |",
+             "|---|---|---|---|---|---|---|---|"]
     for wl in result["workloads"]:
         c = result["cells"][wl].get("rayfed")
         loop = result["cells"][wl].get("loop")
         if not c or "setup_s" not in c:
             continue
         ideal = loop["steady_s"] / result["workers"] if loop else float("nan")
-        lines.append(f"| {wl} | {c['imports_s']:.2f} | {c['setup_s']:.2f} | "
+        lines.append(f"| {wl} | {c['imports_s']:.2f} | {c['ray_init_s']:.2f} | "
+                     f"{c['setup_s']:.2f} | "
                      f"{c['first_round_after_setup_s']:.2f} | {c['steady_s']:.4f} | "
                      f"{ideal:.4f} | {c['steady_s'] - ideal:+.4f} |")
     for wl, text in result.get("profiles", {}).items():

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tasks = 200 if args.quick else args.tasks
     out = Path(tempfile.mkdtemp(prefix="rayfed-bench-offload-"))
     cmd = [sys.executable, "jobs/offload.py", f"offload.num_tasks={tasks}",
-           "tracking.enabled=false", f"hydra.run.dir={out}"]
+           "tracking.enabled=false", f"hydra.run.dir={out}",
+           # A Ray of its own (all cores), not the newest one running on the machine.
+           "ray_address=local"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,

@@ -107,6 +107,9 @@ def child(participants: int, rounds: int) -> None:
     from rayfed.fl.orchestrator import Orchestrator
 
     cfg = config(participants, rounds=rounds, tmp=tempfile.mkdtemp(prefix="rayfed-scale-"))
+    # A Ray of our own, not the newest one on the machine (see peers/rayfed_run.py).
+    ray.init(address="local", num_cpus=cfg.runtime.num_cpus, include_dashboard=False,
+             log_to_driver=True, configure_logging=False)
     ends = []
     with Orchestrator(cfg) as orch:
         for r in orch.rounds():
@@ -187,5 +190,5 @@ def report(result: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     out = main()
-    if out:
-        print(json.dumps(out, indent=2))
+    if out:  # empty in the --child process
+        print(report(out))

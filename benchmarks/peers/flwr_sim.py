@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     wl = _bundle().workload
     run_simulation(server_app=server, client_app=client, num_supernodes=wl.num_clients,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": args.workers}})
+                                   # "local": a Ray of its own, not the newest
+                                   # one already running on the machine.
+                                   "init_args": {"num_cpus": args.workers,
+                                                 "address": "local"}})
     if len(round_ends) != wl.rounds:
         print(f"flwr finished {len(round_ends)} of {wl.rounds} rounds", file=sys.stderr)
         raise SystemExit(1)
