@@ -308,6 +308,7 @@ def report(result: dict[str, Any]) -> str:
                              f"{c['accuracy']:.4f} | {c['max_weight_diff_vs_loop']:.1e} |")
             else:
                 why = result["skipped"].get(s) or result["errors"][wl].get(s, "not run")
+                why = " ".join(why.replace("|", "/").split())  # one table cell
                 lines.append(f"| {LABELS[s]} | {why} | | | | | |")
         lines.append("")
     lines += ["Acceptance targets (ratios from the medians above, same run):", "",

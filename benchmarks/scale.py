@@ -175,7 +175,8 @@ def report(result: dict[str, Any]) -> str:
              "peak RSS sum (GiB) |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"| {r['participants']} | failed: {r['error'][-200:]} | | | | | |")
+            why = " ".join(r["error"][-200:].replace("|", "/").split())
+            lines.append(f"| {r['participants']} | failed: {why} | | | | | |")
             continue
         lines.append(f"| {r['participants']} | {r['steady_s']:.3f} | "
                      f"{r['steady_s'] / r['participants'] * 1e3:.2f} ms | "
