@@ -31,7 +31,10 @@ def ray_session():
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        # address="local": a new Ray even while `ray start` (rayfed.cluster.local)
+        # runs on this machine; without it ray.init joins that cluster and refuses
+        # num_cpus.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     yield ray
     ray.shutdown()
