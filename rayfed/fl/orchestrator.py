@@ -97,9 +97,6 @@ class Orchestrator:
         if cfg.checkpoint.enabled:
             run_id = self._setup_checkpoints()
 
-        self.tracker.start(params=asdict(cfg), run_id=run_id,
-                           tags={"rayfed.config_hash": self._config_hash,
-                                 "rayfed.placement": cfg.runtime.placement})
         start_ray(cfg.runtime)
         self.secure_agg = None
         if cfg.secure_agg.name != "none":
@@ -110,6 +107,10 @@ class Orchestrator:
             self.secure_agg = SecureAggregation(cfg, num_params=self.weights.size)
         self.placement = Placement(
             cfg, materials=self.secure_agg.materials if self.secure_agg else None)
+        # The actors build their shards in the background meanwhile.
+        self.tracker.start(params=asdict(cfg), run_id=run_id,
+                           tags={"rayfed.config_hash": self._config_hash,
+                                 "rayfed.placement": cfg.runtime.placement})
         self.placement.wait_ready()
         # What a well-formed update looks like; updates are screened against it.
         self.update_spec = UpdateSpec(
