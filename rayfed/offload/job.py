@@ -178,7 +178,9 @@ def run_from_hydra(dict_cfg: Any) -> float | None:
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=job.num_cpus, include_dashboard=False, configure_logging=False)
+            # "local": never attach to another cluster running on this machine.
+            ray.init(address="local", num_cpus=job.num_cpus, include_dashboard=False,
+                     configure_logging=False)
     summary = run_offload(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
     g = summary["policies"].get("greedy_eft")
     return float(g["p95_latency_ms"]) if g else None

@@ -153,7 +153,8 @@ def run_from_hydra(dict_cfg: Any) -> float | None:
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=job.num_cpus, include_dashboard=False)
+            # "local": never attach to another cluster running on this machine.
+            ray.init(address="local", num_cpus=job.num_cpus, include_dashboard=False)
     summary = run_training(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
     acc = summary.get("final_accuracy")
     return float(acc) if acc is not None else None
