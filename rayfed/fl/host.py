@@ -155,7 +155,8 @@ class ParticipantHost:
         finishes (as a participant does on the sequential path).
         """
         out: dict[int, FitRes | Failure] = {}
-        start_weights = torch.from_numpy(np.asarray(global_weights, dtype=np.float32))
+        # A copy: the broadcast array is a read-only view of the object store.
+        start_weights = torch.tensor(global_weights, dtype=torch.float32)
         group_size = self._cfg.runtime.vectorize_group
         for start in range(0, len(tasks), group_size):
             if should_stop():
