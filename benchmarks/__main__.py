@@ -89,11 +89,17 @@ def run(argvs: dict[str, list[str]], *, out: Path, command: str) -> dict[str, ob
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"running {name} {' '.join(argv)} …", flush=True)
         t = time.perf_counter()
-        result = module.main(argv)
+        try:
+            result = module.main(argv)
+            body = module.report(result)
+        except Exception as exc:  # one broken benchmark must not lose the others' results
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+            body = f"not run: failed with {result['error']}"
+            print(f"  {name} failed: {result['error']}", flush=True)
         raw[name] = result
         sections += [f"## {BENCHMARKS[name]}", "",
                      f"Command: `python -m benchmarks.{name} {' '.join(argv)}`".rstrip(),
-                     "", module.report(result), ""]
+                     "", body, ""]
         print(f"  {name} took {time.perf_counter() - t:.0f} s", flush=True)
     sections += [f"All benchmarks took {time.perf_counter() - t0:.0f} s; load average at the "
                  f"end: {load()}.", ""]
