@@ -9,6 +9,7 @@ docs/reliability.md has one row per test with the values it measured.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -416,8 +417,16 @@ def test_f6_driver_killed_during_a_checkpoint_write(tmp_path, driver_env):
     d = tmp_path / "ck"
     writer = start_driver(["-c", F6_WRITER, str(d)], tmp_path / "writer.log", driver_env)
     try:
-        tmp = poll_for(lambda: list(d.glob(".round_000002.ckpt.*.tmp")), timeout_s=120,
-                       what="round 2's temporary file")
+        # Killed once bytes have reached the temporary file: mid-copy or mid-fsync.
+        def written() -> list[Path]:
+            found = []
+            for p in d.glob(".round_000002.ckpt.*.tmp"):
+                with contextlib.suppress(FileNotFoundError):  # renamed meanwhile
+                    if p.stat().st_size > 0:
+                        found.append(p)
+            return found
+
+        tmp = poll_for(written, timeout_s=120, what="bytes in round 2's temporary file")
     finally:
         sigkill_driver(writer)
     # Killed mid-write: the temporary file is there, round 2 never appeared.
