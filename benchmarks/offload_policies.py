@@ -23,11 +23,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="100 tasks instead of 400")
-    ap.add_argument("--tasks", type=int, default=400)
+    ap.add_argument("--quick", action="store_true", help="40 tasks instead of 100")
+    ap.add_argument("--tasks", type=int, default=100)
     ap.add_argument("--timeout-s", type=float, default=600.0)
     args = ap.parse_args(argv)
-    tasks = 100 if args.quick else args.tasks
+    tasks = 40 if args.quick else args.tasks
     out = Path(tempfile.mkdtemp(prefix="rayfed-bench-offload-"))
     cmd = [sys.executable, "jobs/offload.py", f"offload.num_tasks={tasks}",
            "tracking.enabled=false", f"hydra.run.dir={out}",
