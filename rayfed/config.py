@@ -276,6 +276,9 @@ class AdversaryConfig:
     # alie: the shift in standard deviations; null = z_max of Baruch et al. 2019.
     z_max: float | None = None
     seed: int = 0
+    # Participant id -> malformed-update mode (rayfed.adversary.MALFORMED), on top
+    # of `name`: several kinds of bad update in one round, for testing screening.
+    malformed: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass

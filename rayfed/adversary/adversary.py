@@ -47,12 +47,14 @@ class Adversary:
         self._alie_round: tuple[int, np.ndarray] | None = None
 
     def is_malicious(self, participant_id: int) -> bool:
-        return self.cfg.name != "none" and participant_id in self.ids
+        return ((self.cfg.name != "none" and participant_id in self.ids)
+                or participant_id in self.cfg.malformed)
 
     def poison(self, data: ClientData) -> ClientData:
         """A malicious participant's training data (labels flipped where the attack
         poisons data); everyone else's unchanged."""
-        if not self.is_malicious(data.participant_id) or self.cfg.name not in _POISONS_LABELS:
+        if (data.participant_id not in self.ids or data.participant_id in self.cfg.malformed
+                or self.cfg.name not in _POISONS_LABELS):
             return data
         y = flip_labels(data.y_train.numpy(), num_classes=self._num_classes)
         return replace(data, y_train=torch.from_numpy(y))
@@ -65,6 +67,8 @@ class Adversary:
         participants this round (ALIE's colluders estimate μ and σ from them).
         """
         pid, name, scale = res.participant_id, self.cfg.name, self.cfg.scale
+        if pid in self.cfg.malformed:
+            return MALFORMED[self.cfg.malformed[pid]](res)
         if not self.is_malicious(pid):
             return res
         if name in MALFORMED:

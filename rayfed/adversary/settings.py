@@ -29,9 +29,16 @@ def adversary_problems(cfg: Config) -> list[str]:
         p.append(f"adversary.scale={a.scale} must be > 0")
     if a.z_max is not None and a.z_max < 0:
         p.append(f"adversary.z_max={a.z_max} must be >= 0 or null (the paper's value)")
-    if a.name == "none":
+    bad_modes = sorted({m for m in a.malformed.values() if m not in MALFORMED})
+    if bad_modes:
+        p.append(f"adversary.malformed: modes {bad_modes} are not in {sorted(MALFORMED)}")
+    bad_ids = sorted(i for i in a.malformed if not 0 <= i < n)
+    if bad_ids:
+        p.append(f"adversary.malformed: participant ids {bad_ids} are outside "
+                 "0..fl.num_clients-1")
+    if a.name == "none" and not a.malformed:
         return p
-    if not a.clients and round(a.fraction * n) == 0:
+    if a.name != "none" and not a.clients and round(a.fraction * n) == 0:
         p.append(f"adversary={a.name!r} with adversary.fraction={a.fraction} makes no "
                  f"participant of fl.num_clients={n} malicious; raise adversary.fraction or "
                  "list adversary.clients")
@@ -41,6 +48,7 @@ def adversary_problems(cfg: Config) -> list[str]:
     for key, value in (("compression", cfg.compression.name), ("privacy", cfg.privacy.name),
                        ("secure_agg", cfg.secure_agg.name)):
         if value != "none":
-            p.append(f"adversary={a.name!r} cannot be combined with {key}={value!r}: "
-                     f"attacks act on plaintext, unencoded updates; set {key}=none")
+            who = f"adversary={a.name!r}" if a.name != "none" else "adversary.malformed"
+            p.append(f"{who} cannot be combined with {key}={value!r}: attacks act on "
+                     f"plaintext, unencoded updates; set {key}=none")
     return p

@@ -75,7 +75,8 @@ class ParticipantHost:
         self._adversary = (Adversary(cfg.adversary, num_clients=cfg.fl.num_clients,
                                      per_round=clients_per_round(cfg.fl),
                                      num_classes=self._data.num_classes)
-                           if cfg.adversary.name != "none" else None)
+                           if cfg.adversary.name != "none" or cfg.adversary.malformed
+                           else None)
         # The first optimizer a process builds imports torch._dynamo (~1 s); pay it
         # while the actor starts, not inside the first round's deadline.
         make_optimizer(self._model.parameters(), name=self._training.optimizer, lr=1e-3)

@@ -125,3 +125,17 @@ def test_config_problems_name_every_key() -> None:
         assert any(p.startswith(key) for p in problems), (key, problems)
     none_hit = Config(adversary=AdversaryConfig(name="gaussian", fraction=0.01))
     assert any("makes no participant" in p for p in validate(none_hit))
+
+
+def test_malformed_map_is_validated_and_applied_per_participant() -> None:
+    bad = Config(fl=FLConfig(num_clients=4, clients_per_round=4),
+                 adversary=AdversaryConfig(malformed={1: "nan", 7: "bogus"}))
+    problems = validate(bad)
+    assert any(p.startswith("adversary.malformed: modes ['bogus']") for p in problems)
+    assert any(p.startswith("adversary.malformed: participant ids [7]") for p in problems)
+    adv = Adversary(AdversaryConfig(malformed={1: "zero_examples", 2: "wrong_dtype"}),
+                    num_clients=4, per_round=4, num_classes=10)
+    assert adv.act(_res(1), colluders_honest=list).num_examples == 0
+    assert adv.act(_res(2), colluders_honest=list).delta.dtype == np.float64
+    honest = _res(3)
+    assert adv.act(honest, colluders_honest=list) is honest
