@@ -196,6 +196,10 @@ class Orchestrator:
                 self._t_first_round = time.perf_counter() - self._t_start
             self._track(result)
             if self._ckpt and result.server_round % self.cfg.checkpoint.every == 0:
+                # Metrics are logged asynchronously: make them durable before the
+                # checkpoint says the round is done, or a crash right after it
+                # leaves the resumed run's MLflow history without this round.
+                self.tracker.flush()
                 self._ckpt.save(result.server_round, self._state())
             yield result
             if self.privacy is not None and self.privacy.budget_exhausted:

@@ -19,6 +19,10 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None: ...
 
+    def flush(self) -> None:
+        """Return once everything logged so far is stored (logging may be asynchronous)."""
+        ...
+
     def log_artifact(self, path: Path, *, artifact_path: str | None = None) -> None: ...
 
     def log_model(self, model: nn.Module, *, input_example: Any) -> None: ...
@@ -36,6 +40,9 @@ class NullTracker:
         return None
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
     def log_artifact(self, path: Path, *, artifact_path: str | None = None) -> None:

@@ -1,8 +1,8 @@
 """MLflow tracking: an embedded sqlite store by default, a server when configured.
 
 Per-round metrics are logged asynchronously (MLflow's ``synchronous=False``) so
-that a slow store never stretches a round; :meth:`MlflowTracker.finish` flushes
-them before it sets the run's final status.
+that a slow store never stretches a round; :meth:`MlflowTracker.flush` waits for
+them, before each checkpoint and before the run's final status is set.
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ class MlflowTracker:
                 model, name="model", signature=signature, input_example=input_example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
 
-    def finish(self, status: RunStatus) -> None:
+    def flush(self) -> None:
+        """Wait for this tracker's asynchronously logged metrics to reach the store."""
         if self.run_id is None:
             return
         # flush_async_logging() flushes the global (fluent) store: point it at this
@@ -140,4 +141,9 @@ class MlflowTracker:
         finally:
             # None restores "unset" (MLflow accepts it; its annotation says str).
             self._mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
+
+    def finish(self, status: RunStatus) -> None:
+        if self.run_id is None:
+            return
+        self.flush()
         self._client.set_terminated(self.run_id, status=status)
