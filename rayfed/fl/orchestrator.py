@@ -190,6 +190,9 @@ class Orchestrator:
                     self._ckpt.save(self.next_round - 1, self._state())
                 return
             result = self.run_round(self.next_round)
+            if self.privacy is not None:
+                self.privacy.end_round(result.server_round,
+                                       released=result.status == "completed")
             self.history.append(result)
             self.next_round += 1
             if self._t_first_round is None:
@@ -249,7 +252,8 @@ class Orchestrator:
         self.placement.note_crashes([f.participant_id for f in failures if f.kind == "crash"])
         accepted = decision.accepted
         if self.privacy is not None:
-            self.privacy.observe(accepted, failures)
+            # Updates of an aborted round are discarded, and so is the ε they report.
+            self.privacy.observe(accepted if decision.proceed else (), failures)
         aborted = RoundResult(
             server_round=server_round, status="aborted", reason=decision.reason,
             num_selected=len(selected),

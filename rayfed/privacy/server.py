@@ -52,7 +52,7 @@ class ServerPrivacy:
         return self.user.select(rng) if self.user is not None else default()
 
     def begin_round(self, server_round: int) -> bool:
-        """Check the budget, then spend this round's event; False = stop the run."""
+        """Check the budget before the round runs; False = stop the run."""
         if self.user is None:
             return True
         verdict = self.user.check(server_round)
@@ -64,10 +64,16 @@ class ServerPrivacy:
                            f"it, the model of round {server_round - 1} is final")
             log.warning(self.reason)
             return False
-        # Spent before the round runs: even a round that aborts on quorum has
-        # sampled participants and may reveal something.
-        self.user.spend(server_round)
         return True
+
+    def end_round(self, server_round: int, *, released: bool) -> None:
+        """Charge the round's event to the ledger if its noised sum was released.
+
+        A round aborted on quorum draws no noise and releases no model, so it is
+        not charged (docs/privacy.md states what the abort itself reveals).
+        """
+        if self.user is not None and released:
+            self.user.spend(server_round)
 
     def release(self, clipped_sum: np.ndarray) -> np.ndarray:
         if self.user is None:

@@ -39,13 +39,15 @@ def test_small_target_stops_at_the_right_round(ray_session, tmp_path):
                        tracking=dict(enabled=True, log_model=False))
     summary = run_federated(cfg, show_progress=False)
     assert summary["status"] == "budget_exhausted"
-    assert summary["rounds_completed"] + summary["rounds_aborted"] == expected
+    # Only rounds that released a noised model are charged (an aborted round,
+    # e.g. with nobody sampled, is not).
+    assert summary["rounds_completed"] == expected
     assert summary["epsilon"] <= target
     assert summary["epsilon"] == pytest.approx(
         epsilon([DpEvent(Q, SIGMA, expected)], delta=DELTA))
     assert summary["noise_multiplier"] == SIGMA and summary["delta"] == DELTA
     ledger = json.loads((tmp_path / "privacy_ledger.json").read_text())
-    assert [e["server_round"] for e in ledger["events"]] == list(range(1, expected + 1))
+    assert len(ledger["events"]) == expected
     # MLflow: ε, δ, σ and C per round, and the ledger as an artifact.
     from mlflow import MlflowClient
 
