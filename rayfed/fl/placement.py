@@ -163,8 +163,12 @@ class Placement:
             index_groups = [(pid, [pid]) for pid in participant_ids]
         else:
             n = len(self.actors)
-            # Interleave so that each actor gets a similar mix of participants.
-            index_groups = [(i, list(participant_ids[i::n])) for i in range(n)]
+            # Sticky: a participant is always served by the same actor, which
+            # builds and caches its shard once (spreading by position would make
+            # every actor cache every participant over time). Selection is
+            # uniform, so the actors' loads stay balanced.
+            index_groups = [(i, [pid for pid in participant_ids if pid % n == i])
+                            for i in range(n)]
         for i, ids in index_groups:
             self._actor_of.update(dict.fromkeys(ids, i))
         return [(self.actors[i], ids) for i, ids in index_groups if ids]
