@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits
-from sklearn.model_selection import train_test_split
 
+from rayfed.data.cache import cached_splits
 from rayfed.data.mnist1d import NUM_CLASSES as MNIST1D_CLASSES
 from rayfed.data.mnist1d import make_mnist1d
 from rayfed.errors import DataError
@@ -83,6 +82,10 @@ def _stratified_split(
     x: np.ndarray, y: np.ndarray, *, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(x_pool, x_test, y_pool, y_test)`` with class proportions kept in both parts."""
+    # Imported here: scikit-learn (with SciPy and pandas) costs about a second per
+    # process, and a process that finds the split in the data cache never needs it.
+    from sklearn.model_selection import train_test_split
+
     try:
         x_pool, x_test, y_pool, y_test = train_test_split(
             x, y, test_size=test_fraction, stratify=y, random_state=seed
@@ -100,11 +103,21 @@ def _digits(
     *, root: str | None, test_fraction: float, seed: int, num_samples: int
 ) -> tuple[ArrayDataset, ArrayDataset]:
     """scikit-learn's 1,797 8x8 digits, pixels scaled from [0, 16] to [0, 1]."""
-    bunch = load_digits()
-    # Image layout (channels, height, width) so a CNN works; an MLP flattens it.
-    x = (bunch.images / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
-    y = bunch.target.astype(np.int64)
-    x_pool, x_test, y_pool, y_test = _stratified_split(x, y, test_fraction=test_fraction, seed=seed)
+
+    def build() -> Any:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        # Image layout (channels, height, width) so a CNN works; an MLP flattens it.
+        x = (bunch.images / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+        y = bunch.target.astype(np.int64)
+        x_pool, x_test, y_pool, y_test = _stratified_split(x, y, test_fraction=test_fraction,
+                                                           seed=seed)
+        return (x_pool, y_pool), (x_test, y_test)
+
+    (x_pool, y_pool), (x_test, y_test) = cached_splits(
+        {"name": "digits", "test_fraction": test_fraction, "seed": seed}, build,
+        packages=("scikit-learn",))
     return ArrayDataset(x_pool, y_pool, 10), ArrayDataset(x_test, y_test, 10)
 
 
@@ -112,29 +125,46 @@ def _breast_cancer(
     *, root: str | None, test_fraction: float, seed: int, num_samples: int
 ) -> tuple[ArrayDataset, ArrayDataset]:
     """Wisconsin breast cancer: 569 samples, 30 features, 2 classes, standardised."""
-    bunch = load_breast_cancer()
-    x = bunch.data.astype(np.float64)
-    y = bunch.target.astype(np.int64)
-    x_pool, x_test, y_pool, y_test = _stratified_split(x, y, test_fraction=test_fraction, seed=seed)
-    # Statistics come from the whole train pool, i.e. from every participant's data
-    # at once. The simulation treats them as public; a real federation would agree
-    # on them up front (or compute them with secure aggregation). Never from test.
-    mean = x_pool.mean(axis=0)
-    std = x_pool.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    pool = ArrayDataset(((x_pool - mean) / std).astype(np.float32), y_pool, 2)
-    test = ArrayDataset(((x_test - mean) / std).astype(np.float32), y_test, 2)
-    return pool, test
+
+    def build() -> Any:
+        from sklearn.datasets import load_breast_cancer
+
+        bunch = load_breast_cancer()
+        x = bunch.data.astype(np.float64)
+        y = bunch.target.astype(np.int64)
+        x_pool, x_test, y_pool, y_test = _stratified_split(x, y, test_fraction=test_fraction,
+                                                           seed=seed)
+        # Statistics come from the whole train pool, i.e. from every participant's
+        # data at once. The simulation treats them as public; a real federation
+        # would agree on them up front (or compute them with secure aggregation).
+        # Never from test.
+        mean = x_pool.mean(axis=0)
+        std = x_pool.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        return (((x_pool - mean) / std).astype(np.float32), y_pool), \
+            (((x_test - mean) / std).astype(np.float32), y_test)
+
+    (x_pool, y_pool), (x_test, y_test) = cached_splits(
+        {"name": "breast_cancer", "test_fraction": test_fraction, "seed": seed}, build,
+        packages=("scikit-learn",))
+    return ArrayDataset(x_pool, y_pool, 2), ArrayDataset(x_test, y_test, 2)
 
 
 def _mnist1d(
     *, root: str | None, test_fraction: float, seed: int, num_samples: int
 ) -> tuple[ArrayDataset, ArrayDataset]:
     """MNIST-1D (Greydanus 2020), ``num_samples`` generated examples of shape (1, 40)."""
-    x, y = make_mnist1d(num_samples, rng=np.random.default_rng(seed))
-    x_pool, x_test, y_pool, y_test = _stratified_split(
-        x[:, None, :], y, test_fraction=test_fraction, seed=seed
-    )
+
+    def build() -> Any:
+        x, y = make_mnist1d(num_samples, rng=np.random.default_rng(seed))
+        x_pool, x_test, y_pool, y_test = _stratified_split(
+            x[:, None, :], y, test_fraction=test_fraction, seed=seed
+        )
+        return (x_pool, y_pool), (x_test, y_test)
+
+    (x_pool, y_pool), (x_test, y_test) = cached_splits(
+        {"name": "mnist1d", "test_fraction": test_fraction, "seed": seed,
+         "num_samples": num_samples}, build, packages=("scikit-learn", "numpy"))
     return (
         ArrayDataset(x_pool, y_pool, MNIST1D_CLASSES),
         ArrayDataset(x_test, y_test, MNIST1D_CLASSES),
