@@ -18,9 +18,6 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.analysis import rdp as rdp_analysis
-from opacus.accountants.utils import get_noise_multiplier
 
 from rayfed.errors import ConfigError
 
@@ -70,12 +67,19 @@ def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     # Opacus's own RDP of one step at its default orders; RDP composes additively
     # over steps, so a ledger's RDP is Σ steps · this (as RDPAccountant computes it,
     # without recomputing the slow fractional orders for every query).
+    # Opacus is imported where it is used: importing any part of it loads the whole
+    # package (about a second), which a run without DP should not pay at start-up.
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     return np.asarray(rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier,
                                                steps=1, orders=RDPAccountant.DEFAULT_ALPHAS))
 
 
 @lru_cache(maxsize=256)
 def _prv_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
+    from opacus.accountants import PRVAccountant
+
     acc = PRVAccountant()
     acc.history = list(history)
     return float(acc.get_epsilon(delta=delta))
@@ -88,6 +92,9 @@ def epsilon(events: Sequence[DpEvent], *, delta: float, accountant: Accountant =
         return 0.0
     if accountant == "prv":
         return _prv_epsilon(tuple(history), delta)
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     rdp = sum(steps * _rdp_per_step(sigma, q) for sigma, q, steps in history)
     eps, _ = rdp_analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp,
                                             delta=delta)
@@ -97,6 +104,8 @@ def epsilon(events: Sequence[DpEvent], *, delta: float, accountant: Accountant =
 def solve_noise_multiplier(*, target_epsilon: float, delta: float, sample_rate: float,
                            steps: int, accountant: Accountant = "rdp") -> float:
     """The smallest σ (to Opacus's tolerance) with ε(σ, q, steps) ≤ ``target_epsilon``."""
+    from opacus.accountants.utils import get_noise_multiplier
+
     return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
                                       sample_rate=sample_rate, steps=steps,
                                       accountant=accountant, epsilon_tolerance=0.01))
