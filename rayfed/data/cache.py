@@ -41,7 +41,7 @@ def cache_dir() -> Path:
 
 
 def _key(params: dict[str, Any], packages: tuple[str, ...]) -> str:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for p in packages:
         try:
             versions[p] = version(p)

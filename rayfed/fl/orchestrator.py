@@ -318,8 +318,8 @@ class Orchestrator:
         elif self.privacy is not None and self.privacy.unit_weights:
             # DP-FedAvg: Σ clip(Δ_i) (weight 1; partial sums are built the same way),
             # noised and divided by the expected, not the actual, participant count.
-            total = np.sum([p.weighted_sum for p in partials] + [r.delta for r in fits],
-                           axis=0, dtype=np.float64)
+            total = np.asarray(np.sum([p.weighted_sum for p in partials]
+                                      + [r.delta for r in fits], axis=0, dtype=np.float64))
             self.weights = self.strategy.apply(self.weights, self.privacy.release(total))
         elif not partials:
             self.weights = self.strategy.aggregate(self.weights, [r.delta for r in fits],
