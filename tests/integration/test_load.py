@@ -135,6 +135,11 @@ def test_l1_1000_pooled_participants_with_dp_do_not_leak(tmp_path):
           f"over rounds {WARMUP_ROUNDS + 1}-{L1_ROUNDS}: {slope:+.3f} MB/round")
     assert slope < MAX_SLOPE_MB_PER_ROUND, slope
     # Nothing accumulates in the object store or in the driver's reference table.
-    assert max(objects) - min(objects) <= 2, objects
-    assert max(store) - min(store) <= 2 * 2**20, store
+    # Ray frees a round's broadcast weights asynchronously, so a few rounds' copies
+    # (0 to 3 seen on a quiet machine) may still be there when one is sampled; a
+    # leak of one object per round would reach 40 here, and would show as a trend.
+    weights_bytes = 4 * orch.weights.size + 1024
+    assert max(objects) <= 5, objects
+    assert np.mean(objects[-10:]) <= np.mean(objects[:10]) + 1, objects
+    assert max(store) <= 5 * weights_bytes, store
     assert max(refs) - min(refs) <= 2, refs
