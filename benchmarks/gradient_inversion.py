@@ -56,6 +56,7 @@ from rayfed.data.datasets import load_splits
 from rayfed.fl.host import ParticipantHost
 from rayfed.fl.rounds import participant_seed
 from rayfed.models import ModelSpec, build_model, get_flat
+from rayfed.plan import resolve
 from rayfed.types import FitIns, FitRes
 
 LR = 0.1
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     deltas: dict[str, list[np.ndarray]] = {}
     truth: list[tuple[np.ndarray, int]] = []
     for name, privacy in PRIVACY.items():
-        host = ParticipantHost(replace(cfg, privacy=privacy))
+        host = ParticipantHost(resolve(replace(cfg, privacy=privacy)))
         res = host.fit(1, w0, tasks)
         deltas[name] = [r.delta for r in res if isinstance(r, FitRes)]
         if len(deltas[name]) != len(ids):

@@ -25,11 +25,11 @@ def main(dict_cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from rayfed.audit import run_audit
-    from rayfed.config import check, to_config
+    from rayfed.config import to_config
 
     cfg = to_config(dict_cfg)
     cfg.output_dir = HydraConfig.get().runtime.output_dir
-    out = run_audit(check(cfg))
+    out = run_audit(cfg)
     print(f"empirical ε lower bound {out['epsilon_lower']:.3f} (confidence {out['confidence']}) "
           f"vs accountant ε {out['epsilon_claimed']:.3f} at δ={out['delta']:g} over "
           f"{out['rounds']} rounds, {out['trials']} trials per world: {out['verdict']}")

@@ -40,7 +40,7 @@ from rayfed.config import Config
 from rayfed.errors import ConfigError
 from rayfed.privacy.accounting import DpEvent, epsilon
 from rayfed.privacy.clipping import clip_update
-from rayfed.privacy.settings import UserLevelPlan, user_level_plan
+from rayfed.privacy.plan import UserLevelPlan
 from rayfed.privacy.user_level import noisy_mean
 
 
@@ -142,7 +142,12 @@ def run_audit(cfg: Config) -> dict[str, Any]:
         raise ConfigError([f"the audit covers user-level DP; set privacy=central_dp (got "
                            f"privacy={cfg.privacy.name})"])
     a = cfg.audit
-    result = audit(user_level_plan(cfg), trials=a.trials, rounds=a.rounds or cfg.fl.rounds,
+    from rayfed.plan import resolve
+
+    user = resolve(cfg).privacy.user
+    if user is None:  # unreachable: central_dp always has a user-level plan
+        raise ConfigError(["the audit needs privacy=central_dp"])
+    result = audit(user, trials=a.trials, rounds=a.rounds or cfg.fl.rounds,
                    noise_scale=a.noise_scale, confidence=a.confidence, seed=cfg.seed)
     out = {**asdict(result), "flagged": result.flagged,
            "verdict": ("FLAGGED: the empirical lower bound exceeds the accountant's ε"

@@ -13,11 +13,13 @@ import logging
 import re
 import traceback
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rayfed.config import Config, validate
+from rayfed.errors import ConfigError
+from rayfed.plan import RunPlan, resolve
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ def _group_options(config_dir: Path, group: str) -> list[str]:
 
 
 def preflight(overrides: Sequence[str], *, config_dir: Path,
-              config_name: str = "config") -> list[str]:
+              config_name: str = "config", validate_all: bool = True) -> list[str]:
     """Every problem with a command line, found without starting anything.
 
     Hydra stops at the first bad override; this checks group choices itself,
@@ -83,7 +85,11 @@ def preflight(overrides: Sequence[str], *, config_dir: Path,
                 keep.remove(bad)
         else:
             return problems
-    problems.extend(validate(cfg))
+    # ``validate_all=False`` (the job's own guard): with no problem so far the run
+    # itself validates, once, in rayfed.plan.resolve; otherwise validate here so
+    # that one message lists everything.
+    if validate_all or problems:
+        problems.extend(validate(cfg))
     return problems
 
 
@@ -113,11 +119,12 @@ def _result_table(summary: dict[str, Any]) -> Any:
     return table
 
 
-def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
+def run_federated(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
                   show_progress: bool = True, run_name: str | None = None,
                   parent_run_id: str | None = None) -> dict[str, Any]:
     """Run one federated experiment end to end and return its summary.
 
+    The config is resolved into its plan here, once (validation included).
     ``parent_run_id``: the MLflow run of the sweep this run is a trial of."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -128,6 +135,8 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
     from rayfed.tracking.mlflow import MlflowTracker
     from rayfed.tracking.plots import plot_rounds
 
+    plan = cfg if isinstance(cfg, RunPlan) else resolve(cfg)
+    cfg = plan.config
     console = Console()
     out_dir = Path(cfg.output_dir)
     summary_path = out_dir / "summary.json"
@@ -137,7 +146,7 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
     orch: Orchestrator | None = None
     summary: dict[str, Any] = {"status": "FAILED"}
     try:
-        orch = Orchestrator(cfg, tracker=tracker)
+        orch = Orchestrator(plan, tracker=tracker)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
                       disable=not show_progress, transient=False) as progress:
@@ -161,7 +170,7 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
                 tracker.log_artifact(path, artifact_path="model_int8")
         summary["summary_path"] = str(summary_path)
         _write_json(summary_path, summary)
-        if orch.privacy is not None:
+        if orch.privacy.active:
             ledger_path = out_dir / "privacy_ledger.json"
             _write_json(ledger_path, {**orch.privacy.summary(),
                                       "events": orch.privacy.ledger_rows()})
@@ -215,17 +224,19 @@ def run_from_hydra(dict_cfg: Any) -> float | None:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from rayfed.config import check, to_config
+    from rayfed.config import to_config
 
-    cfg = to_config(dict_cfg)
     hc = HydraConfig.get()
-    cfg.output_dir = hc.runtime.output_dir
-    check(cfg)
+    cfg = replace(to_config(dict_cfg), output_dir=hc.runtime.output_dir)
     run_name, parent = None, None
     if hc.mode == RunMode.MULTIRUN and cfg.tracking.enabled:
         run_name, parent = sweep_trial(cfg, sweep_id=str(hc.sweep.dir),
                                        overrides=hc.overrides.task)
-    summary = run_federated(cfg, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True),
+    try:
+        plan = resolve(cfg)
+    except ConfigError as exc:
+        _exit_invalid(exc.problems)
+    summary = run_federated(plan, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True),
                             run_name=run_name, parent_run_id=parent)
     acc = summary.get("final_accuracy")
     return float(acc) if acc is not None else None
@@ -233,16 +244,22 @@ def run_from_hydra(dict_cfg: Any) -> float | None:
 
 def main_guard(argv: Sequence[str], *, config_dir: Path) -> None:
     """Exit with status 2 and every problem listed if the command line is bad."""
-    import sys
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if not a.startswith("-") and "=" in a]
     if multirun or any(re.match(r"^--(help|info|cfg|hydra-help)", a) for a in argv):
         return
-    problems = preflight(overrides, config_dir=config_dir)
+    problems = preflight(overrides, config_dir=config_dir, validate_all=False)
     if problems:
-        print(f"rayfed: invalid configuration ({len(problems)} problem(s)); nothing was "
-              "started:", file=sys.stderr)
-        for p in problems:
-            print(f"  - {p}", file=sys.stderr)
-        sys.exit(2)
+        _exit_invalid(problems)
+
+
+def _exit_invalid(problems: Sequence[str]) -> NoReturn:
+    """Exit with status 2, every problem listed, before anything started."""
+    import sys
+
+    print(f"rayfed: invalid configuration ({len(problems)} problem(s)); nothing was "
+          "started:", file=sys.stderr)
+    for p in problems:
+        print(f"  - {p}", file=sys.stderr)
+    sys.exit(2)

@@ -22,8 +22,8 @@ from rayfed.adversary.attacks import (
     malicious_ids,
     sign_flip,
 )
+from rayfed.adversary.config import AdversaryConfig
 from rayfed.adversary.malformed import MALFORMED
-from rayfed.config import AdversaryConfig
 from rayfed.data.federated import ClientData
 from rayfed.types import FitRes
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rayfed.compression.config import CompressionConfig
 from rayfed.compression.container import pack_state_dict
 from rayfed.compression.quantize import (
     QuantizationReport,
@@ -29,7 +30,6 @@ from rayfed.compression.quantize import (
     quantize_final_model,
     serialized_bytes,
 )
-from rayfed.config import CompressionConfig
 
 ARTIFACT_NAME = "model_int8.pt"
 STATE_ARTIFACT_NAME = "model_int8.rfsd"

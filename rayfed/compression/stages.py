@@ -22,8 +22,8 @@ from rayfed.compression.codecs import (
     sparsify_with_feedback,
     topk_count,
 )
-from rayfed.config import Config
-from rayfed.pipeline import Stage, UpdateContext
+from rayfed.compression.config import CompressionConfig
+from rayfed.stages import Stage, UpdateContext
 
 COMPRESS_ORDER = 2
 
@@ -64,9 +64,8 @@ class TopKStage:
         return densify(payload)
 
 
-def compression_stages(cfg: Config) -> list[Stage]:
+def compression_stages(c: CompressionConfig) -> list[Stage]:
     """The stage ``compression=<name>`` asks for (none for ``none``)."""
-    c = cfg.compression
     if c.name == "int8":
         return [Int8Stage()]
     if c.name == "topk":

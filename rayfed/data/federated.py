@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rayfed.config import DatasetConfig, PartitionConfig
+from rayfed.data.config import DatasetConfig, PartitionConfig
 from rayfed.data.datasets import ArrayDataset, load_splits
 from rayfed.data.partition import partition, train_val_split
 

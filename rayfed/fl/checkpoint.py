@@ -111,3 +111,83 @@ class CheckpointDir:
     def latest(self) -> dict[str, Any] | None:
         rounds = self.rounds()
         return load_checkpoint(self.path(rounds[-1])) if rounds else None
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def differing_keys(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """``key: theirs -> mine`` for every leaf that differs between two configs."""
+    a, b = _flatten(mine), _flatten(theirs)
+    return [f"{k}: {b.get(k, '<absent>')!r} -> {a.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+class RunCheckpoints:
+    """The checkpoint directories of one run name: ``<root>/<run id>/round_*.ckpt``.
+
+    Each fresh run gets its own directory (a run never overwrites another's), with
+    ``run.json`` recording its config and config hash; ``LATEST`` names the newest.
+    ``resume=true`` continues the most recent run whose config hash matches.
+    """
+
+    def __init__(self, directory: Path, *, keep_last: int) -> None:
+        self.rounds = CheckpointDir(directory, keep_last=keep_last)
+
+    @property
+    def directory(self) -> Path:
+        return self.rounds.directory
+
+    @classmethod
+    def start(cls, root: Path, *, config: dict[str, Any], config_hash: str,
+              keep_last: int, run_id: str) -> RunCheckpoints:
+        """A fresh run's directory under ``root``."""
+        run_dir, n = run_id, 0
+        while (root / run_dir).exists():
+            n += 1
+            run_dir = f"{run_id}.{n}"
+        ckpt = cls(root / run_dir, keep_last=keep_last)
+        ckpt.directory.mkdir(parents=True, exist_ok=True)
+        write_atomic(ckpt.directory / "run.json", safe_format.dumps(
+            {"config_hash": config_hash, "config": config}))
+        write_atomic(root / "LATEST", run_dir.encode())
+        return ckpt
+
+    @classmethod
+    def resume(cls, root: Path, *, config: dict[str, Any], config_hash: str,
+               keep_last: int) -> tuple[RunCheckpoints, dict[str, Any]]:
+        """The most recent run under ``root`` with this config, and its latest state."""
+        runs = sorted((p for p in root.glob("*/run.json") if p.is_file()),
+                      key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
+        if not runs:
+            raise CheckpointError(f"resume=true but there is no checkpoint under {root}; "
+                                  "run once without resume first, or fix checkpoint.dir "
+                                  "and name")
+        latest_config: dict[str, Any] = {}
+        for meta_path in runs:
+            meta = safe_format.loads(meta_path.read_bytes())
+            if not latest_config:
+                latest_config = meta.get("config", {})
+            if meta.get("config_hash") != config_hash:
+                continue
+            ckpt = cls(meta_path.parent, keep_last=keep_last)
+            state = ckpt.rounds.latest()
+            if state is None:
+                raise CheckpointError(f"resume=true but {ckpt.directory} holds no completed "
+                                      "round yet; start without resume")
+            return ckpt, state
+        diff = differing_keys(config, latest_config)
+        shown = "; ".join(diff[:12]) + (f"; and {len(diff) - 12} more" if len(diff) > 12 else "")
+        raise CheckpointError(
+            f"resume=true but no run under {root} has this config; the latest run "
+            f"({runs[0].parent.name}) differs in: {shown}. Resume with those settings, or "
+            "start a fresh run with resume=false")
+
+    def save(self, server_round: int, state: dict[str, Any]) -> Path:
+        return self.rounds.save(server_round, state)

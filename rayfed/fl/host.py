@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from rayfed.adversary import Adversary
-from rayfed.config import Config, clients_per_round
 from rayfed.data.federated import FederatedData
+from rayfed.fl.aggregation import PlainAggregation
 from rayfed.fl.participant import LocalTraining, Participant
 from rayfed.fl.rounds import participant_seed
-from rayfed.fl.screening import UpdateSpec, rejected, screen
+from rayfed.fl.screening import UpdateSpec
 from rayfed.models import build_model, spec_from_config
-from rayfed.pipeline import build_pipeline
+from rayfed.plan import RunPlan, build_pipeline
 from rayfed.train import make_optimizer
 from rayfed.train.vectorized import train_vectorized, why_not_vectorizable
 from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
@@ -46,7 +46,11 @@ def _failed(ins: FitIns, exc: Exception) -> Failure:
 
 
 class ParticipantHost:
-    def __init__(self, cfg: Config, materials: Mapping[str, Any] | None = None) -> None:
+    """Serves participants from the run's plan; it never re-derives a plan from
+    the config (σ, stages and aggregation mode all come resolved)."""
+
+    def __init__(self, plan: RunPlan, materials: Mapping[str, Any] | None = None) -> None:
+        cfg = plan.config
         torch.set_num_threads(cfg.runtime.torch_threads)
         self._cfg = cfg
         self._data = FederatedData(cfg.dataset, cfg.partition, num_clients=cfg.fl.num_clients,
@@ -55,28 +59,28 @@ class ParticipantHost:
                                 num_classes=self._data.num_classes)
         self._model = build_model(spec)
         self._training = LocalTraining.from_config(cfg)
-        self.pipeline = build_pipeline(cfg)
+        self.pipeline = build_pipeline(plan)
         # Per-run material for stages, e.g. secure aggregation's secret context,
         # which reaches the host from the key authority without passing the server.
         self.pipeline.provision(materials or {})
-        # User-level DP (DP-FedAvg) sums clipped updates with weight 1.
-        self._unit_weights = cfg.privacy.name == "central_dp"
+        # Pooled actors sum their participants' admitted updates (linear modes).
+        self._aggregation = PlainAggregation(self.pipeline,
+                                             unit_weights=plan.privacy.unit_weights)
         self._participants: dict[int, Participant] = {}
         self._record_dp = None
-        if cfg.privacy.name == "local_dp":
+        if plan.privacy.record is not None:
             from rayfed.privacy.dpsgd import RecordLevelDp
 
-            self._record_dp = RecordLevelDp(cfg, self._model)
+            self._record_dp = RecordLevelDp(plan.privacy.record, self._model)
         # Plain local SGD: train this host's participants together (torch.func.vmap).
         self._vectorize = (cfg.runtime.vectorize and self._record_dp is None
                            and self._training.ddp is None
                            and why_not_vectorizable(self._training, self._model) is None)
         # Byzantine participants (adversary.*): robustness experiments and tests.
         self._adversary = (Adversary(cfg.adversary, num_clients=cfg.fl.num_clients,
-                                     per_round=clients_per_round(cfg.fl),
+                                     per_round=plan.per_round,
                                      num_classes=self._data.num_classes)
-                           if cfg.adversary.name != "none" or cfg.adversary.malformed
-                           else None)
+                           if cfg.adversary.active else None)
         # The first optimizer a process builds imports torch._dynamo (~1 s); pay it
         # while the actor starts, not inside the first round's deadline.
         make_optimizer(self._model.parameters(), name=self._training.optimizer, lr=1e-3)
@@ -199,50 +203,24 @@ class ParticipantHost:
         tasks: Sequence[FitIns],
         should_stop: Callable[[], bool] = lambda: False,
     ) -> list[PartialAggregate | Failure]:
-        """Like :meth:`fit`, but sum the valid updates here (weighted mean only)."""
-        total = np.zeros(global_weights.shape, dtype=np.float64)
-        ids: list[int] = []
-        counts: list[int] = []
-        payload = 0
-        loss_sum = 0.0
-        states: dict[int, bytes] = {}
-        max_metrics: dict[str, float] = {}
-        failures: list[PartialAggregate | Failure] = []
-        decoded: list[FitRes | Failure] = []
-        sent: dict[int, int] = {}  # payload bytes per participant, refused or not
-        for res in self.fit(server_round, global_weights, tasks, should_stop):
-            if isinstance(res, FitRes):
-                sent[res.participant_id] = res.payload_bytes
-            # Simulation shortcut: decode here instead of at the server. The bytes
-            # counted are still those of the encoded payload.
-            try:
-                decoded.append(res if isinstance(res, Failure)
-                               else replace(res, delta=self.pipeline.decode(res.delta)))
-            except Exception as exc:
-                decoded.append(rejected(res.participant_id, server_round,
-                                        f"undecodable: {type(exc).__name__}: {exc}"))
-        # The server's screening, before anything enters the sum (issue #9, I2).
+        """Like :meth:`fit`, but admit (decode + screen) and sum the updates here.
+
+        The same admission and the same weighted sum as the server's, so a partial
+        sum holds exactly what the server would have summed.
+        """
+        results = self.fit(server_round, global_weights, tasks, should_stop)
+        sent = {r.participant_id: r.payload_bytes for r in results if isinstance(r, FitRes)}
         spec = UpdateSpec(num_params=global_weights.size, shard_sizes={
-            r.participant_id: len(self.participant(r.participant_id).data.x_train)
-            for r in decoded if isinstance(r, FitRes)})
-        for r in screen(decoded, server_round=server_round, spec=spec):
-            if isinstance(r, Failure):  # a refused update was still uploaded
-                failures.append(replace(r, payload_bytes=sent.get(r.participant_id, 0)))
-            elif isinstance(r, FitRes):
-                total += (1.0 if self._unit_weights else np.float64(r.num_examples)) * r.delta
-                ids.append(r.participant_id)
-                counts.append(r.num_examples)
-                payload += r.payload_bytes
-                loss_sum += r.metrics.get("train_loss", 0.0) * r.num_examples
-                if r.state is not None:
-                    states[r.participant_id] = r.state
-                for k, v in r.metrics.items():
-                    max_metrics[k] = max(v, max_metrics.get(k, v))
-        if not ids:
+            pid: len(self.participant(pid).data.x_train) for pid in sent})
+        admitted = self._aggregation.admit(results, server_round=server_round, spec=spec)
+        # A refused update was still uploaded.
+        failures: list[PartialAggregate | Failure] = [
+            replace(r, payload_bytes=sent.get(r.participant_id, 0))
+            for r in admitted if isinstance(r, Failure)]
+        fits = [r for r in admitted if isinstance(r, FitRes)]
+        if not fits:
             return failures
-        partial = PartialAggregate(server_round, tuple(ids), tuple(counts), total, payload,
-                                   loss_sum, states, max_metrics)
-        return [partial, *failures]
+        return [self._aggregation.partial(fits, server_round=server_round), *failures]
 
     def evaluate(
         self, server_round: int, global_weights: np.ndarray, participant_ids: Sequence[int]

@@ -18,16 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from rayfed.config import Config, ParticipantConfig
 from rayfed.data.federated import ClientData
 from rayfed.fl import safe_format
 from rayfed.models import get_flat, set_flat
-from rayfed.pipeline import Pipeline, UpdateContext
+from rayfed.stages import Pipeline, UpdateContext
 from rayfed.train import evaluate, make_optimizer, tensor_batches, train_epoch
+from rayfed.train.config import ParticipantConfig
 from rayfed.train.loop import Optimization
 from rayfed.types import EvalRes, FitIns, FitRes
 
 if TYPE_CHECKING:
+    from rayfed.config import Config
     from rayfed.privacy.dpsgd import RecordLevelDp
 
 

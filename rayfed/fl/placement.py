@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import ray
 
-from rayfed.config import Config, RuntimeConfig
 from rayfed.errors import RayfedError
+from rayfed.fl.config import RuntimeConfig
 from rayfed.fl.host import ParticipantHost
+from rayfed.plan import RunPlan
 from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ def _past(deadline_unix: float | None) -> Callable[[], bool]:
 class HostActor:
     """The Ray actor: a thin shell around :class:`ParticipantHost`."""
 
-    def __init__(self, cfg: Config, materials: dict[str, Any] | None = None) -> None:
-        self._host = ParticipantHost(cfg, materials)
+    def __init__(self, plan: RunPlan, materials: dict[str, Any] | None = None) -> None:
+        self._host = ParticipantHost(plan, materials)
 
     # Retried while the actor restarts: the server uses it to wait for a crashed
     # participant to come back before the next round.
@@ -113,12 +114,13 @@ def _resource_options(runtime: RuntimeConfig) -> dict[str, Any]:
     return {"resources": keep} if keep else {}
 
 
-class Placement:
+class ParticipantActors:
     """Actors hosting participants, and how round tasks are spread over them."""
 
-    def __init__(self, cfg: Config, *, materials: ray.ObjectRef | None = None) -> None:
+    def __init__(self, plan: RunPlan, *, materials: ray.ObjectRef | None = None) -> None:
         """``materials``: a reference to per-run stage material (``{stage name:
         value}``); each actor receives the value, this process never fetches it."""
+        cfg = plan.config
         runtime = cfg.runtime
         total_cpus = float(ray.cluster_resources().get("CPU", 1))
         self.mode = runtime.placement
@@ -137,7 +139,7 @@ class Placement:
             **_resource_options(runtime),
         }
         remote_cls = ray.remote(HostActor).options(**options)
-        self.actors: list[Any] = [remote_cls.remote(cfg, materials) for _ in range(num_actors)]
+        self.actors: list[Any] = [remote_cls.remote(plan, materials) for _ in range(num_actors)]
         self.num_cpus_per_actor = num_cpus
         # Actors seen dying, and the `ready` call that resolves once they restarted.
         self._restarting: dict[int, ray.ObjectRef] = {}

@@ -7,9 +7,10 @@ and an L2 norm at most ``norm_ratio`` (1000) times the median norm of the round'
 other well-formed updates. A rejected update becomes a ``Failure(kind="rejected")``
 value naming the reason; it never raises and never reaches the reducer.
 
-Under secure aggregation updates are ciphertexts: only ``num_examples`` can be
-checked here (the encrypt stage refuses non-finite values before encrypting, and
-the aggregator checks the ciphertext's round and shape); norms cannot be seen.
+Without secure aggregation nothing else passes: a list, a tensor or any other
+object is rejected, never treated as opaque. Under secure aggregation updates
+are ciphertexts, parsed and checked by the session before they get here; only
+``num_examples`` can be checked here, and norms cannot be seen.
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ class UpdateSpec:
     # a participant missing here is only checked for num_examples > 0.
     shard_sizes: Mapping[int, int] = field(default_factory=dict)
     norm_ratio: float = NORM_RATIO
+    # Under secure aggregation an update is a ciphertext, parsed and checked by
+    # the secure-aggregation session; without it only a float32 array passes.
+    encrypted: bool = False
 
 
 def vector_problem(delta: object, *, num_params: int,
                    dtype: type[np.floating] = np.float32) -> str | None:
     """Why ``delta`` is not a finite flat vector of ``num_params`` values, or None."""
     if not isinstance(delta, np.ndarray):
-        return None  # a ciphertext: opaque here
+        return (f"a {type(delta).__name__}, expected a float32 numpy array of "
+                f"{num_params} values")
     if delta.dtype != dtype:
         return f"dtype {delta.dtype}, expected {np.dtype(dtype).name}"
     if delta.ndim != 1:
@@ -96,8 +101,8 @@ def screen(
             out[i] = list(_screen_partial(r, spec))
             continue
         pid = r.participant_id
-        problem = (vector_problem(r.delta, num_params=spec.num_params)
-                   or examples_problem(r.num_examples, spec.shard_sizes.get(pid)))
+        problem = (None if spec.encrypted else vector_problem(r.delta, num_params=spec.num_params))
+        problem = problem or examples_problem(r.num_examples, spec.shard_sizes.get(pid))
         if problem is not None:
             out[i] = [rejected(pid, server_round, problem)]
         elif isinstance(r.delta, np.ndarray):

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rayfed.config import ModelConfig
-
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -99,10 +97,3 @@ def build_model(spec: ModelSpec, *, seed: int | None = None) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MODELS[spec.name](spec)
-
-
-def spec_from_config(
-    model: ModelConfig, *, input_shape: tuple[int, ...], num_classes: int
-) -> ModelSpec:
-    return ModelSpec(name=model.name, input_shape=tuple(input_shape), num_classes=num_classes,
-                     hidden_sizes=tuple(model.hidden_sizes), channels=tuple(model.channels))

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayfed.config import TrackingConfig
 from rayfed.errors import ConfigError
+from rayfed.tracking.config import TrackingConfig
 
 DEVICE_KINDS = ("edge", "cloud")
 TASK_OPS = ("infer", "train")

@@ -34,11 +34,10 @@ from opacus.grad_sample import GradSampleModule, wrap_model
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from rayfed.config import Config
 from rayfed.errors import RayfedError
 from rayfed.privacy.accounting import Accountant, DpEvent, Ledger, solve_noise_multiplier
 from rayfed.privacy.noise import torch_noise_generator, warn_if_insecure
-from rayfed.privacy.settings import default_delta, record_steps
+from rayfed.privacy.plan import RecordLevelSettings, default_delta, record_steps
 
 
 class BudgetExhaustedError(RayfedError):
@@ -68,28 +67,29 @@ class RecordLevelDp:
     """One per host: the wrapped scratch model and the settings; participants'
     accountants live in their carried state, not here."""
 
-    def __init__(self, cfg: Config, model: nn.Module) -> None:
-        pc = cfg.privacy
-        self._cfg = cfg
-        self.secure_rng = pc.secure_rng
-        self.model: GradSampleModule = wrap_model(model, grad_sample_mode=pc.grad_sample_mode)
+    def __init__(self, settings: RecordLevelSettings, model: nn.Module) -> None:
+        self.settings = settings
+        self.secure_rng = settings.secure_rng
+        self.model: GradSampleModule = wrap_model(model,
+                                                  grad_sample_mode=settings.grad_sample_mode)
         self._sigma_cache: dict[int, float] = {}
-        warn_if_insecure(pc.secure_rng, "privacy=local_dp")
+        warn_if_insecure(settings.secure_rng, "privacy=local_dp")
 
     def plan(self, num_examples: int) -> RecordLevelPlan:
-        pc, fl = self._cfg.privacy, self._cfg.fl
-        q, steps = record_steps(num_examples=num_examples, batch_size=fl.batch_size,
-                                local_epochs=fl.local_epochs)
-        delta = pc.delta if pc.delta is not None else default_delta(num_examples)
-        sigma = pc.noise_multiplier
+        """This participant's plan: σ solved for its own shard size, all rounds."""
+        st = self.settings
+        q, steps = record_steps(num_examples=num_examples, batch_size=st.batch_size,
+                                local_epochs=st.local_epochs)
+        delta = st.delta if st.delta is not None else default_delta(num_examples)
+        sigma = st.noise_multiplier
         if sigma is None:
             if num_examples not in self._sigma_cache:  # iid shards share sizes
                 self._sigma_cache[num_examples] = solve_noise_multiplier(
-                    target_epsilon=pc.target_epsilon or 0.0, delta=delta, sample_rate=q,
-                    steps=steps * fl.rounds, accountant=pc.accountant)  # type: ignore[arg-type]
+                    target_epsilon=st.target_epsilon or 0.0, delta=delta, sample_rate=q,
+                    steps=steps * st.rounds, accountant=st.accountant)
             sigma = self._sigma_cache[num_examples]
-        return RecordLevelPlan(sigma, pc.clipping_norm, delta, q, steps, pc.target_epsilon,
-                               pc.accountant)  # type: ignore[arg-type]
+        return RecordLevelPlan(sigma, st.clipping_norm, delta, q, steps, st.target_epsilon,
+                               st.accountant)
 
     def begin(self, optimizer: torch.optim.Optimizer, *, num_examples: int,
               state: dict[str, Any] | None, seed: int, participant_id: int,

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from rayfed.config import Config
-from rayfed.privacy.settings import user_level_plan
+from rayfed.errors import CheckpointError
+from rayfed.privacy.plan import PrivacyPlan
 from rayfed.privacy.user_level import UserLevelDp
 from rayfed.types import Failure, FitRes, PartialAggregate
 
@@ -34,10 +34,13 @@ BUDGET_REFUSAL = "privacy budget exhausted"
 
 
 class ServerPrivacy:
-    def __init__(self, cfg: Config) -> None:
-        self.mode = cfg.privacy.name
-        self.user = (UserLevelDp(user_level_plan(cfg), seed=cfg.seed)
-                     if self.mode == "central_dp" else None)
+    """The server's privacy for one run, built from the run's plan."""
+
+    active = True
+
+    def __init__(self, plan: PrivacyPlan, *, seed: int) -> None:
+        self.mode = plan.mode
+        self.user = UserLevelDp(plan.user, seed=seed) if plan.user is not None else None
         # Record level: the latest ε, δ and σ each participant reported.
         self.record: dict[int, dict[str, float]] = {}
         self.budget_exhausted = False
@@ -75,10 +78,10 @@ class ServerPrivacy:
         if self.user is not None and released:
             self.user.spend(server_round)
 
-    def release(self, clipped_sum: np.ndarray) -> np.ndarray:
-        if self.user is None:
-            raise RuntimeError("release() is for privacy=central_dp")
-        return self.user.release(clipped_sum)
+    @property
+    def release(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """DP-FedAvg's release of a clipped sum (None at record level)."""
+        return self.user.release if self.user is not None else None
 
     def observe(self, results: Sequence[FitRes | PartialAggregate | Failure],
                 failures: Sequence[Failure] = ()) -> None:
@@ -127,11 +130,60 @@ class ServerPrivacy:
         return {"user": self.user.state_dict() if self.user else None,
                 "record": dict(self.record), "budget_exhausted": self.budget_exhausted}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.user is not None and state["user"] is not None:
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Continue a checkpoint's ledger. A private run's checkpoint without its
+        ledger is refused: resuming from it would restart ε at 0."""
+        if not isinstance(state, dict) or (self.user is not None and not state.get("user")):
+            raise CheckpointError(
+                f"the checkpoint of this privacy={self.mode} run holds no privacy ledger, so "
+                "resuming would restart ε at 0; it is refused. Start a fresh run "
+                "(resume=false) or restore the run's own checkpoint")
+        if self.user is not None:
             self.user.load_state_dict(state["user"])
         self.record = dict(state["record"])
         self.budget_exhausted = bool(state["budget_exhausted"])
+
+
+class NullPrivacy:
+    """``privacy=none``: the round loop's privacy calls, doing nothing."""
+
+    active = False
+    mode = "none"
+    budget_exhausted = False
+    reason = ""
+    release = None
+
+    def select(self, rng: np.random.Generator, default: Callable[[], list[int]]) -> list[int]:
+        return default()
+
+    def begin_round(self, server_round: int) -> bool:
+        return True
+
+    def end_round(self, server_round: int, *, released: bool) -> None:
+        pass
+
+    def observe(self, results: Sequence[FitRes | PartialAggregate | Failure],
+                failures: Sequence[Failure] = ()) -> None:
+        pass
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        return []
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        pass
+
+
+def build_privacy(plan: PrivacyPlan, *, seed: int) -> ServerPrivacy | NullPrivacy:
+    return ServerPrivacy(plan, seed=seed) if plan.mode != "none" else NullPrivacy()
 
 
 def _privacy_metrics(metrics: dict[str, float]) -> dict[str, float]:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from rayfed.config import Config
-from rayfed.pipeline import Stage, UpdateContext
 from rayfed.privacy.clipping import clip_update
-from rayfed.privacy.noise import client_noise_std, gaussian_noise, noise_generator
-from rayfed.privacy.settings import user_level_plan
+from rayfed.privacy.noise import gaussian_noise, noise_generator
+from rayfed.privacy.plan import PrivacyPlan
+from rayfed.stages import Stage, UpdateContext
 
 
 class ClipStage:
@@ -46,15 +45,16 @@ class ClientNoiseStage:
         return noised.astype(update.dtype)
 
 
-def privacy_stages(cfg: Config) -> list[Stage]:
-    """The stages ``privacy.*`` asks for (none for ``none`` and ``local_dp``)."""
-    if cfg.privacy.name != "central_dp":
+def privacy_stages(privacy: PrivacyPlan) -> list[Stage]:
+    """The stages the plan asks for (none for ``none`` and ``local_dp``).
+
+    The noise share is the plan's, never re-solved here: after a resume that
+    re-planned σ, participants add exactly the noise the ledger charges.
+    """
+    plan = privacy.user
+    if plan is None:
         return []
-    plan = user_level_plan(cfg)
     stages: list[Stage] = [ClipStage(clipping_norm=plan.clipping_norm)]
     if plan.noise_placement == "clients":
-        std = client_noise_std(noise_multiplier=plan.noise_multiplier,
-                               clipping_norm=plan.clipping_norm,
-                               expected_clients=plan.expected_clients)
-        stages.append(ClientNoiseStage(std=std, secure_rng=plan.secure_rng))
+        stages.append(ClientNoiseStage(std=plan.client_noise_std, secure_rng=plan.secure_rng))
     return stages

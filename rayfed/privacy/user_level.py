@@ -12,14 +12,13 @@ DpEvent(q, σ, 1) in the ledger, checked against the budget before it is spent.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from rayfed.privacy.accounting import BudgetDecision, DpEvent, Ledger
 from rayfed.privacy.noise import gaussian_noise, noise_generator, warn_if_insecure
-from rayfed.privacy.settings import UserLevelPlan
+from rayfed.privacy.plan import UserLevelPlan
 
 
 def poisson_select(rng: np.random.Generator, *, num_clients: int,
@@ -84,11 +83,13 @@ class UserLevelDp:
                 "budget_exhausted": self.budget_exhausted}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ledger = Ledger.from_state(state["ledger"])
-        # A target-solved σ stays the one the run started with, even when a resumed
-        # run plans more rounds; the ledger records what each round really spent.
-        if state["noise_multiplier"] != self.plan.noise_multiplier:
-            self.plan = replace(self.plan, noise_multiplier=state["noise_multiplier"])
+        # The events already spent, under the budget of *this* plan: the target
+        # comes from the config on every resume, never from the checkpoint, and
+        # σ is the plan's (``rayfed.privacy.plan.replan_user_level`` re-solved it
+        # if the resumed run plans other rounds), so noise and ledger agree.
+        self.ledger = Ledger(delta=self.plan.delta, accountant=self.plan.accountant,
+                             target_epsilon=self.plan.target_epsilon,
+                             events=Ledger.from_state(state["ledger"]).events)
         if state["rng"] is not None and not self.plan.secure_rng:
             self.rng.bit_generator.state = state["rng"]
         self.budget_exhausted = bool(state["budget_exhausted"])

@@ -27,8 +27,8 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rayfed.config import Config, SecureAggConfig
 from rayfed.secure_agg.ciphertexts import EncryptedAggregate, EncryptedUpdate
+from rayfed.secure_agg.config import SecureAggPlan
 from rayfed.secure_agg.keys import KeyAuthority, KeyBundle
 from rayfed.secure_agg.params import CKKSParams
 from rayfed.secure_agg.roles import Aggregator, Decryptor
@@ -64,17 +64,18 @@ class KeyAuthorityActor:
         return ray.get_runtime_context().get_node_id()
 
 
-def decryptor_options(sa: SecureAggConfig) -> dict[str, Any]:
+def decryptor_options(sa: SecureAggPlan) -> dict[str, Any]:
     """Where the key authority runs: on ``decryptor_resources`` if the cluster has
     them, else on a node other than the server's if there is one."""
     # No CPU reserved: it decrypts one sum per round and must not take a slot
     # from the participants (a 2-CPU test cluster would otherwise stall).
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
-    if sa.decryptor_resources:
+    wanted = dict(sa.decryptor_resources)
+    if wanted:
         have = ray.cluster_resources()
-        keep = {k: v for k, v in sa.decryptor_resources.items() if have.get(k, 0) >= v}
-        if len(keep) < len(sa.decryptor_resources):
-            missing = sorted(set(sa.decryptor_resources) - set(keep))
+        keep = {k: v for k, v in wanted.items() if have.get(k, 0) >= v}
+        if len(keep) < len(wanted):
+            missing = sorted(set(wanted) - set(keep))
             log.warning("cluster lacks secure_agg.decryptor_resources %s; the decryptor "
                         "runs wherever Ray puts it", missing)
         if keep:
@@ -90,10 +91,8 @@ def decryptor_options(sa: SecureAggConfig) -> dict[str, Any]:
 class SecureAggregation:
     """The server's side of secure aggregation for one run."""
 
-    def __init__(self, cfg: Config, *, num_params: int) -> None:
-        sa = cfg.secure_agg
-        params = CKKSParams(sa.poly_modulus_degree, tuple(sa.coeff_mod_bit_sizes),
-                            sa.global_scale_bits)
+    def __init__(self, sa: SecureAggPlan, *, num_params: int) -> None:
+        params = sa.params
         actor_cls: Any = ray.remote(KeyAuthorityActor).options(**decryptor_options(sa))
         self._actor: Any = actor_cls.remote(params, sa.min_participants, sa.decrypt_noise_std)
         # A reference only: Ray hands the value to each participant host. Held for

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from rayfed.config import Config
 from rayfed.errors import SecureAggError
-from rayfed.pipeline import Stage, UpdateContext
 from rayfed.secure_agg.ciphertexts import EncryptedUpdate
+from rayfed.secure_agg.config import SecureAggPlan
 from rayfed.secure_agg.keys import KeyBundle, load_secret_context
 from rayfed.secure_agg.packing import encrypt_chunks, prescale, split
+from rayfed.stages import Stage, UpdateContext
 
 
 class EncryptStage:
@@ -61,10 +61,9 @@ class EncryptStage:
             chunks=chunks, encrypt_seconds=time.perf_counter() - t0)
 
 
-def secure_agg_stages(cfg: Config) -> list[Stage]:
+def secure_agg_stages(plan: SecureAggPlan | None) -> list[Stage]:
     """The pipeline factory: one encrypt stage when ``secure_agg=ckks``."""
-    sa = cfg.secure_agg
-    if sa.name == "none":
+    if plan is None:
         return []
-    return [EncryptStage(slots=sa.poly_modulus_degree // 2, threads=sa.encrypt_threads,
-                         unit_weights=cfg.privacy.name == "central_dp")]
+    return [EncryptStage(slots=plan.slots, threads=plan.encrypt_threads,
+                         unit_weights=plan.unit_weights)]

@@ -14,6 +14,7 @@ from rayfed.strategies.reducers import (
     reducer_param_problems,
     trimmed_mean,
     weighted_mean,
+    weighted_sum,
 )
 from rayfed.strategies.server_opt import (
     SERVER_OPTIMIZERS,
@@ -48,5 +49,6 @@ __all__ = [
     "sgd_step",
     "trimmed_mean",
     "weighted_mean",
+    "weighted_sum",
     "yogi_step",
 ]

@@ -36,6 +36,24 @@ from rayfed.strategies.checks import raise_if as _raise_if
 Reducer = Callable[..., np.ndarray]
 
 
+def weighted_sum(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σ w_i · x_i in float64, the same whatever the order of the updates.
+
+    Each coordinate's terms are sorted before they are added, so the result does
+    not depend on which participant arrived first, on how pooled actors grouped
+    them, or on which machine summed them. The one weighted sum of rayfed: the
+    weighted mean, pooled actors' partial sums and DP-FedAvg's clipped sum all
+    use it.
+    """
+    x = np.asarray(updates, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None, :]
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(x),):
+        raise AggregationError(f"weighted_sum: {len(x)} updates but weights of shape {w.shape}")
+    return np.asarray(np.sum(np.sort(w[:, None] * x, axis=0), axis=0))
+
+
 def weighted_mean(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """FedAvg's mean of the updates weighted by ``num_examples`` (McMahan et al. 2017).
 
@@ -53,8 +71,7 @@ def weighted_mean(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
             "weighted_mean: the weights (num_examples) sum to 0; drop participants that "
             "trained on no examples before aggregating"
         )
-    weighted = np.sort(w[:, None] * x, axis=0)
-    return (np.sum(weighted, axis=0) / total).astype(np.float32)
+    return (weighted_sum(x, w) / total).astype(np.float32)
 
 
 def coordinate_median(updates: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

@@ -86,7 +86,12 @@ class Strategy:
         num_examples: Sequence[int],
     ) -> np.ndarray:
         """New global weights from this round's deltas, given in any order."""
-        x = np.asarray(global_weights, dtype=np.float32)
+        return self.apply(global_weights, self.reduce(deltas, num_examples,
+                                                      shape=np.shape(global_weights)))
+
+    def reduce(self, deltas: Sequence[np.ndarray], num_examples: Sequence[int], *,
+               shape: tuple[int, ...]) -> np.ndarray:
+        """The round's update Δ from its deltas, by the reducer."""
         if len(deltas) != len(num_examples):
             raise AggregationError(
                 f"got {len(deltas)} deltas but {len(num_examples)} num_examples; pass one "
@@ -96,22 +101,18 @@ class Strategy:
             raise AggregationError(
                 "no deltas to aggregate; a round without reports must be aborted before aggregation"
             )
-        bad = {i: np.shape(d) for i, d in enumerate(deltas) if np.shape(d) != x.shape}
+        bad = {i: np.shape(d) for i, d in enumerate(deltas) if np.shape(d) != tuple(shape)}
         if bad:
             raise AggregationError(
-                f"every delta must have the global weights' shape {x.shape}; deltas at "
+                f"every delta must have the global weights' shape {tuple(shape)}; deltas at "
                 f"positions {sorted(bad)} have shapes {list(bad.values())}"
             )
-        update = reduce(
+        return reduce(
             self.reducer,
             np.stack(deltas),
             np.asarray(num_examples, dtype=np.float64),
             **self.reducer_params,
         )
-        new_weights, self._state = SERVER_OPTIMIZERS[self.server_optimizer](
-            x, update, self._state, **self.optimizer_params
-        )
-        return new_weights
 
     @property
     def linear(self) -> bool:

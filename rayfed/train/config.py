@@ -11,18 +11,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayfed.config import (
-    TRAINERS,
-    Config,
-    DatasetConfig,
-    ModelConfig,
-    PrivacyConfig,
-    TrackingConfig,
-)
+from rayfed.data.config import DatasetConfig, dataset_problems
 from rayfed.errors import ConfigError
+from rayfed.models.config import ModelConfig, model_problems
+from rayfed.privacy.config import PrivacyConfig, privacy_problems
+from rayfed.tracking.config import TrackingConfig
 from rayfed.train.precision import precision_problems
 
+TRAINERS = ("local", "ddp")
+
 OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class ParticipantConfig:
+    """How a participant runs its local round (``participant.*``)."""
+
+    # local: in the participant's own process; ddp: a Ray Train DDP job across
+    # the participant's own workers (e.g. a hospital's GPUs).
+    trainer: str = "local"
+    num_workers: int = 2
+    use_gpu: bool = False
+    # Ray resources per worker, e.g. {GPU: 1, hospital_a: 1}; empty = 1 CPU (+1 GPU).
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"
+    # Ray Train storage; null = a temporary directory (a single-node cluster only).
+    storage_path: str | None = None
 
 
 @dataclass
@@ -130,9 +144,6 @@ def scaling_problems(key: str, *, num_workers: int, use_gpu: bool,
 
 def validate(job: TrainJobConfig) -> list[str]:
     """Every problem with ``job``, each naming its key and the fix."""
-    from rayfed.data import DATASETS
-    from rayfed.models import MODELS
-
     t = job.train
     p = scaling_problems("train", num_workers=t.num_workers, use_gpu=t.use_gpu,
                          resources_per_worker=t.resources_per_worker, precision=t.precision)
@@ -141,9 +152,7 @@ def validate(job: TrainJobConfig) -> list[str]:
         if not ok:
             p.append(message)
 
-    check(job.dataset.name in DATASETS,
-          f"dataset={job.dataset.name!r} is not one of {sorted(DATASETS)}")
-    check(job.model.name in MODELS, f"model={job.model.name!r} is not one of {sorted(MODELS)}")
+    p += dataset_problems(job.dataset) + model_problems(job.model)
     check(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
     check(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1 (per worker)")
     check(t.lr > 0, f"train.lr={t.lr} must be > 0")
@@ -180,46 +189,25 @@ def _privacy_problems(job: TrainJobConfig) -> list[str]:
     pc = job.privacy
     if pc.name == "none":
         return []
-    p: list[str] = []
+    p = privacy_problems(pc)
     if pc.name != "local_dp":
         p.append(f"privacy={pc.name} does not apply to centralized training; use "
                  "privacy=local_dp (record-level DP-SGD across the DDP ranks) or privacy=none")
-    if pc.target_epsilon is None and pc.noise_multiplier is None:
-        p.append("privacy=local_dp needs privacy.target_epsilon (e.g. 8) or "
-                 "privacy.noise_multiplier (e.g. 1.0); set at least one")
-    if pc.noise_multiplier is not None and pc.noise_multiplier <= 0:
-        p.append(f"privacy.noise_multiplier={pc.noise_multiplier} must be > 0")
-    if pc.target_epsilon is not None and pc.target_epsilon <= 0:
-        p.append(f"privacy.target_epsilon={pc.target_epsilon} must be > 0")
-    if pc.clipping_norm <= 0:
-        p.append(f"privacy.clipping_norm={pc.clipping_norm} must be > 0, e.g. 1.0")
-    if pc.delta is not None and not 0 < pc.delta < 1:
-        p.append(f"privacy.delta={pc.delta} must be in (0, 1), e.g. 1e-5, or null")
     if job.train.precision != "fp32":
         p.append(f"privacy=local_dp with train.precision={job.train.precision}: Opacus's "
                  "per-sample gradients are computed in fp32 only; use train.precision=fp32")
     return p
 
 
-def participant_problems(cfg: Config) -> list[str]:
-    """Problems with ``participant.*`` (part of :func:`rayfed.config.validate`)."""
-    pc = cfg.participant
+def participant_problems(pc: ParticipantConfig) -> list[str]:
+    """Problems with the ``participant`` section on its own."""
     if pc.trainer not in TRAINERS:
         return [f"participant.trainer={pc.trainer!r} is not one of {list(TRAINERS)}"]
     if pc.trainer == "local":
         return []
-    p = scaling_problems("participant", num_workers=pc.num_workers, use_gpu=pc.use_gpu,
-                         resources_per_worker=pc.resources_per_worker,
-                         precision=pc.precision)
-    if cfg.privacy.name == "local_dp":
-        p.append("participant.trainer=ddp with privacy=local_dp: per-participant DP-SGD "
-                 "runs in the participant's own process; use participant.trainer=local, "
-                 "or central_dp")
-    if cfg.fl.optimizer != "sgd" or cfg.fl.momentum > 0:
-        p.append("participant.trainer=ddp starts a fresh Ray Train job per round and carries "
-                 "no local optimizer state between rounds; use fl.optimizer=sgd with "
-                 "fl.momentum=0, or participant.trainer=local")
-    return p
+    return scaling_problems("participant", num_workers=pc.num_workers, use_gpu=pc.use_gpu,
+                            resources_per_worker=pc.resources_per_worker,
+                            precision=pc.precision)
 
 
 def check_train_job(job: TrainJobConfig) -> TrainJobConfig:

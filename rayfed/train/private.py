@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from rayfed.config import PrivacyConfig
 from rayfed.privacy.accounting import DpEvent, epsilon, solve_noise_multiplier
-from rayfed.privacy.settings import default_delta
+from rayfed.privacy.config import PrivacyConfig
+from rayfed.privacy.plan import default_delta
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rayfed.config import DatasetConfig
 from rayfed.data import load_splits
+from rayfed.data.config import DatasetConfig
 from rayfed.errors import DataError
 
 CIFAR10_SHAPE = (3, 32, 32)

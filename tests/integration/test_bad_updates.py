@@ -23,6 +23,7 @@ from rayfed.fl.host import ParticipantHost
 from rayfed.fl.orchestrator import Orchestrator
 from rayfed.fl.rounds import participant_seed
 from rayfed.models import build_model, get_flat, spec_from_config
+from rayfed.plan import resolve
 from rayfed.tracking import NullTracker
 from rayfed.types import FitIns, FitRes
 from tests.conftest import small_config
@@ -55,7 +56,7 @@ def cfg_for(tmp_path, **sections):
 
 def good_mean(cfg) -> np.ndarray:
     """Round 1's global model from the good participants only, in this process."""
-    host = ParticipantHost(cfg)
+    host = ParticipantHost(resolve(cfg))
     spec = spec_from_config(cfg.model, input_shape=host._data.input_shape,
                             num_classes=host._data.num_classes)
     w = get_flat(build_model(spec, seed=cfg.seed))

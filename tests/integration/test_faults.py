@@ -37,6 +37,7 @@ from rayfed.fl.host import ParticipantHost
 from rayfed.fl.orchestrator import Orchestrator
 from rayfed.fl.rounds import participant_seed, select_participants
 from rayfed.models import build_model, get_flat, set_flat, spec_from_config
+from rayfed.plan import resolve
 from rayfed.train import evaluate
 from rayfed.types import FitIns, RoundDecision
 from tests.conftest import REPO, small_config
@@ -58,7 +59,7 @@ def fedavg_reference(cfg, *, dropped: dict[int, Iterable[int]] | None = None
     same participants and seeds as the orchestrator, minus ``dropped[round]``."""
     dropped = dropped or {}
     cfg = replace(cfg, faults=FaultConfig())  # an injected crash would exit this process
-    host = ParticipantHost(cfg)
+    host = ParticipantHost(resolve(cfg))
     spec = spec_from_config(cfg.model, input_shape=host._data.input_shape,
                             num_classes=host._data.num_classes)
     w = get_flat(build_model(spec, seed=cfg.seed))

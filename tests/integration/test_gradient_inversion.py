@@ -33,6 +33,7 @@ from rayfed.fl.host import ParticipantHost
 from rayfed.fl.orchestrator import Orchestrator
 from rayfed.fl.rounds import participant_seed
 from rayfed.models import build_model, get_flat, set_flat, spec_from_config
+from rayfed.plan import resolve
 from rayfed.privacy.noise import client_noise_std, gaussian_noise
 from rayfed.secure_agg.ciphertexts import EncryptedUpdate
 from rayfed.secure_agg.packing import decrypt_chunks
@@ -157,7 +158,7 @@ def dp_update(cfg: Config, pid: int, privacy: PrivacyConfig) -> FitRes:
     process, so that the FitRes is the one the server would have received.
     """
     cfg = replace(cfg, privacy=privacy)
-    host = ParticipantHost(cfg)
+    host = ParticipantHost(resolve(cfg))
     w0 = get_flat(global_model(cfg))
     (res,) = host.fit(1, w0, [FitIns(pid, 1, participant_seed(cfg.seed, 1, pid))])
     assert isinstance(res, FitRes), res

@@ -12,6 +12,7 @@ from rayfed.fl.host import ParticipantHost
 from rayfed.fl.orchestrator import Orchestrator
 from rayfed.fl.rounds import participant_seed, select_participants
 from rayfed.models import build_model, get_flat, spec_from_config
+from rayfed.plan import resolve
 from rayfed.types import FitIns
 from tests.conftest import small_config
 
@@ -26,7 +27,7 @@ def run(cfg):
 
 def reference_weights(cfg) -> np.ndarray:
     """FedAvg computed in this process with the same participants and seeds."""
-    host = ParticipantHost(cfg)
+    host = ParticipantHost(resolve(cfg))
     spec = spec_from_config(cfg.model, input_shape=host._data.input_shape,
                             num_classes=host._data.num_classes)
     w = get_flat(build_model(spec, seed=cfg.seed))
@@ -71,7 +72,7 @@ def test_federated_evaluation_is_the_weighted_mean_of_participants(tmp_path):
     with Orchestrator(cfg) as orch:
         (r,) = list(orch.rounds())
         weights = orch.weights.copy()
-    host = ParticipantHost(cfg)
+    host = ParticipantHost(resolve(cfg))
     evals = host.evaluate(1, weights, list(range(6)))
     n = sum(e.num_examples for e in evals)
     expected = sum(e.accuracy * e.num_examples for e in evals) / n

@@ -98,10 +98,11 @@ def test_record_level_run_reports_the_largest_participant_epsilon(ray_session, t
 def test_record_level_run_stops_when_every_participant_has_spent_its_budget(ray_session,
                                                                            tmp_path):
     from rayfed.fl.host import ParticipantHost
+    from rayfed.plan import resolve
 
     privacy = PrivacyConfig(name="local_dp", noise_multiplier=1.0, delta=1e-5)
     cfg = small_config(tmp_path, privacy=privacy, fl=dict(rounds=4))
-    host = ParticipantHost(cfg)
+    host = ParticipantHost(resolve(cfg))
     one, two = [], []
     for pid in range(cfg.fl.num_clients):
         plan = host._record_dp.plan(len(host.participant(pid).data.x_train))

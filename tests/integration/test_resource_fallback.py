@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 
 from rayfed.config import RuntimeConfig
-from rayfed.fl.placement import Placement, _resource_options
+from rayfed.fl.placement import ParticipantActors, _resource_options
+from rayfed.plan import resolve
 from tests.conftest import small_config
 
 
@@ -17,7 +18,7 @@ def test_missing_custom_resource_falls_back_to_cpus_with_one_log_line(ray_sessio
                        runtime=RuntimeConfig(placement="dedicated", actor_num_cpus=0.5,
                                              resources={"edge": 1.0}))
     with caplog.at_level(logging.WARNING, logger="rayfed.fl.placement"):
-        placement = Placement(cfg)
+        placement = ParticipantActors(resolve(cfg))
         try:
             placement.wait_ready(timeout_s=120)  # scheduled, not pending on `edge`
             assert len(placement.actors) == 2

@@ -20,12 +20,13 @@ from rayfed.fl.host import ParticipantHost
 from rayfed.fl.orchestrator import Orchestrator
 from rayfed.fl.rounds import participant_seed, select_participants
 from rayfed.models import build_model, get_flat, spec_from_config
-from rayfed.pipeline import UpdateContext
+from rayfed.plan import resolve
 from rayfed.secure_agg.ciphertexts import EncryptedUpdate
 from rayfed.secure_agg.keys import KeyAuthority
 from rayfed.secure_agg.params import PRESETS
 from rayfed.secure_agg.session import decryptor_options
 from rayfed.secure_agg.stage import EncryptStage
+from rayfed.stages import UpdateContext
 from rayfed.tracking.mlflow import MlflowTracker
 from rayfed.types import Failure, FitIns, FitRes
 from tests.conftest import small_config
@@ -54,7 +55,7 @@ class Recording(Orchestrator):
 def plaintext_round(cfg):
     """Round 1 of FedAvg in this process: the initial weights and each delta."""
     cfg = replace(cfg, secure_agg=SecureAggConfig())
-    host = ParticipantHost(cfg)
+    host = ParticipantHost(resolve(cfg))
     spec = spec_from_config(cfg.model, input_shape=host._data.input_shape,
                             num_classes=host._data.num_classes)
     w = get_flat(build_model(spec, seed=cfg.seed))

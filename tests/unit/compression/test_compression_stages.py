@@ -9,14 +9,14 @@ import numpy as np
 import torch
 
 from rayfed.compression.codecs import QuantizedUpdate, SparseUpdate, densify, topk_count
-from rayfed.compression.settings import compression_problems
 from rayfed.compression.stages import Int8Stage, TopKStage
-from rayfed.config import CompressionConfig, Config, PrivacyConfig
+from rayfed.config import CompressionConfig, Config, PrivacyConfig, validate
 from rayfed.data.federated import ClientData
 from rayfed.fl.participant import LocalTraining, Participant
 from rayfed.fl.participant import _load_state as carried
 from rayfed.models import ModelSpec, build_model, get_flat
-from rayfed.pipeline import Pipeline, build_pipeline
+from rayfed.plan import build_pipeline, resolve
+from rayfed.stages import Pipeline
 from rayfed.types import FitIns
 
 SPEC = ModelSpec("mlp", (1, 8, 8), 10, (16,))
@@ -73,11 +73,11 @@ def test_topk_residual_is_carried_across_rounds_and_loses_nothing() -> None:
 
 
 def test_build_pipeline_picks_the_codec_after_privacy_stages() -> None:
-    assert build_pipeline(Config()).names == ()
+    assert build_pipeline(resolve(Config())).names == ()
     int8 = replace(Config(), compression=CompressionConfig(name="int8"))
-    assert build_pipeline(int8).names == ("int8",)
+    assert build_pipeline(resolve(int8)).names == ("int8",)
     topk = replace(Config(), compression=CompressionConfig(name="topk", topk_ratio=0.1))
-    (stage,) = build_pipeline(topk).stages
+    (stage,) = build_pipeline(resolve(topk)).stages
     assert isinstance(stage, TopKStage) and stage.ratio == 0.1 and stage.order == 2
 
 
@@ -85,17 +85,17 @@ def test_validation_names_every_bad_compression_key() -> None:
     bad = replace(Config(), compression=CompressionConfig(
         name="gzip", topk_ratio=0.0, final_model="fp16", calibration_examples=0,
         latency_batch_size=0))
-    problems = compression_problems(bad)
+    problems = validate(bad)
     for key in ("compression='gzip'", "compression.topk_ratio=0.0",
                 "compression.final_model='fp16'", "compression.calibration_examples=0",
                 "compression.latency_batch_size=0"):
         assert any(p.startswith(key) for p in problems), key
-    assert compression_problems(Config()) == []
+    assert validate(Config()) == []
 
 
 def test_compression_is_refused_with_central_dp_but_allowed_with_local_dp() -> None:
     int8 = CompressionConfig(name="int8")
     central = replace(Config(), compression=int8, privacy=PrivacyConfig(name="central_dp"))
-    assert any("privacy=central_dp" in p for p in compression_problems(central))
+    assert any("privacy=central_dp" in p for p in validate(central))
     local = replace(Config(), compression=int8, privacy=PrivacyConfig(name="local_dp"))
-    assert compression_problems(local) == []
+    assert not [p for p in validate(local) if "compression" in p]

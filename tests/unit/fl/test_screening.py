@@ -85,7 +85,19 @@ def test_a_bad_partial_aggregate_rejects_each_of_its_participants() -> None:
 
 
 def test_ciphertexts_are_checked_for_counts_only() -> None:
+    # Under secure aggregation the session parsed the ciphertext already.
+    encrypted = replace(SPEC, encrypted=True)
     opaque = replace(fit(0), delta=object())  # type: ignore[arg-type]
-    assert screen([opaque], server_round=3, spec=SPEC) == [opaque]
-    out = screen([replace(opaque, num_examples=0)], server_round=3, spec=SPEC)
+    assert screen([opaque], server_round=3, spec=encrypted) == [opaque]
+    out = screen([replace(opaque, num_examples=0)], server_round=3, spec=encrypted)
     assert isinstance(out[0], Failure) and out[0].kind == "rejected"
+
+
+@pytest.mark.parametrize("delta", [object(), [0.0] * D, np.zeros(D).tolist(),
+                                   [float("nan")] * D])
+def test_without_secure_aggregation_only_a_float32_array_passes(delta: object) -> None:
+    # A Python list once skipped screening: a 10⁶× update was accepted, a NaN list
+    # crashed the run (issue #15, item 10).
+    out = screen([replace(fit(0), delta=delta)], server_round=3, spec=SPEC)  # type: ignore[arg-type]
+    assert isinstance(out[0], Failure) and out[0].kind == "rejected"
+    assert "expected a float32 numpy array" in out[0].reason

@@ -10,6 +10,7 @@ from rayfed.config import PrivacyConfig
 from rayfed.fl import safe_format
 from rayfed.fl.host import ParticipantHost
 from rayfed.models import get_flat
+from rayfed.plan import resolve
 from rayfed.privacy.accounting import DpEvent, epsilon
 from rayfed.privacy.dpsgd import poisson_batches
 from rayfed.types import Failure, FitIns, FitRes
@@ -37,7 +38,7 @@ def test_poisson_batches_sample_each_example_independently():
 
 def test_accountant_state_persists_across_rounds_and_hosts(tmp_path):
     cfg = _cfg(tmp_path)
-    host = ParticipantHost(cfg)
+    host = ParticipantHost(resolve(cfg))
     w = get_flat(host._model)
     r1 = _fit(host, w, 2, 1, None)
     assert isinstance(r1, FitRes)
@@ -46,7 +47,7 @@ def test_accountant_state_persists_across_rounds_and_hosts(tmp_path):
     ev = DpEvent(plan["sample_rate"], 1.1, plan["steps_per_round"])
     assert r1.metrics["epsilon"] == pytest.approx(epsilon([ev], delta=1e-5))
     # Round 2 on another host (a pooled actor that served others, or a restart).
-    other = ParticipantHost(cfg)
+    other = ParticipantHost(resolve(cfg))
     _fit(other, w, 0, 2, None)  # another participant in between
     r2 = _fit(other, w, 2, 2, r1.state)
     assert r2.metrics["epsilon"] == pytest.approx(epsilon([ev, ev], delta=1e-5))
@@ -56,7 +57,7 @@ def test_accountant_state_persists_across_rounds_and_hosts(tmp_path):
 
 def test_participant_refuses_a_round_past_its_target(tmp_path):
     cfg = _cfg(tmp_path, target_epsilon=1.0, noise_multiplier=1.0)
-    host = ParticipantHost(cfg)
+    host = ParticipantHost(resolve(cfg))
     w = get_flat(host._model)
     res = _fit(host, w, 1, 1, None)
     assert isinstance(res, Failure) and "budget exhausted" in res.reason
@@ -64,7 +65,7 @@ def test_participant_refuses_a_round_past_its_target(tmp_path):
 
 def test_sigma_is_solved_for_the_planned_rounds(tmp_path):
     cfg = _cfg(tmp_path, target_epsilon=4.0, noise_multiplier=None)
-    host = ParticipantHost(cfg)
+    host = ParticipantHost(resolve(cfg))
     w = get_flat(host._model)
     state, eps = None, []
     for r in (1, 2, 3):
@@ -77,7 +78,7 @@ def test_sigma_is_solved_for_the_planned_rounds(tmp_path):
 
 def test_fedprox_term_is_added_after_the_noise(tmp_path):
     cfg = _cfg(tmp_path)
-    host = ParticipantHost(cfg)
+    host = ParticipantHost(resolve(cfg))
     anchor = [p.detach().clone() for p in host._model.parameters()]
     opt = torch.optim.SGD(host._model.parameters(), lr=0.1)
     session = host._record_dp.begin(opt, num_examples=100, state=None, seed=0,

@@ -8,13 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from rayfed.config import PrivacyConfig
+from rayfed.config import PrivacyConfig, validate
 from rayfed.errors import ConfigError
-from rayfed.pipeline import UpdateContext, build_pipeline
+from rayfed.plan import build_pipeline, resolve
 from rayfed.privacy.clipping import NonFiniteUpdateError, clip_update, l2_norm
 from rayfed.privacy.noise import client_noise_std, noise_generator
-from rayfed.privacy.settings import privacy_problems, user_level_plan
 from rayfed.privacy.user_level import noisy_mean, poisson_select
+from rayfed.stages import UpdateContext
 from tests.conftest import small_config
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=32)
@@ -85,7 +85,7 @@ def test_pipeline_for_client_noise(tmp_path):
     cfg = small_config(tmp_path, privacy=PrivacyConfig(
         name="central_dp", noise_multiplier=1.0, clipping_norm=0.5, delta=1e-3,
         noise_placement="clients"), fl=dict(clients_per_round=4))
-    pipe = build_pipeline(cfg)
+    pipe = build_pipeline(resolve(cfg))
     assert pipe.names == ("dp_clip", "dp_noise")
     ctx = UpdateContext(0, 1, 10, rng=np.random.default_rng(0))
     out = pipe.encode(np.zeros(20000, dtype=np.float32), ctx)
@@ -95,7 +95,7 @@ def test_pipeline_for_client_noise(tmp_path):
 def test_plan_solves_sigma_for_the_target(tmp_path):
     cfg = small_config(tmp_path, privacy=PrivacyConfig(name="central_dp", target_epsilon=3.0),
                        fl=dict(rounds=20, clients_per_round=3))
-    plan = user_level_plan(cfg)
+    plan = _user_plan(cfg)
     assert plan.sample_rate == 0.5 and plan.expected_clients == 3
     assert plan.delta < 1 / 6
     from rayfed.privacy.accounting import DpEvent, epsilon
@@ -107,11 +107,15 @@ def test_privacy_problems_are_collected(tmp_path):
     cfg = small_config(tmp_path, privacy=PrivacyConfig(
         name="central_dp", clipping_norm=0.0, delta=0.5, accountant="gdp"),
         strategy=dict(reducer="median"))
-    problems = privacy_problems(cfg)
+    problems = validate(cfg)
     text = "\n".join(problems)
     for key in ("privacy.accountant", "privacy.target_epsilon", "privacy.clipping_norm",
                 "privacy.delta", "strategy.reducer"):
         assert key in text
     with pytest.raises(ConfigError):
-        user_level_plan(small_config(tmp_path, privacy=PrivacyConfig(
+        _user_plan(small_config(tmp_path, privacy=PrivacyConfig(
             name="central_dp", target_epsilon=1e-4), fl=dict(rounds=100)))
+
+
+def _user_plan(cfg):
+    return resolve(cfg).privacy.user

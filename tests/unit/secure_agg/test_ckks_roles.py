@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from rayfed.errors import IntegrityError, SecureAggError
-from rayfed.pipeline import UpdateContext
 from rayfed.secure_agg.keys import KeyAuthority, load_public_context
 from rayfed.secure_agg.params import PRESETS
 from rayfed.secure_agg.roles import Aggregator, Decryptor
 from rayfed.secure_agg.stage import EncryptStage
+from rayfed.stages import UpdateContext
 
 NUM_PARAMS = 100_000  # the acceptance bar: a model of at least 100k parameters
 

@@ -20,7 +20,7 @@ from rayfed.config import (
     validate,
 )
 from rayfed.launch import preflight
-from rayfed.pipeline import build_pipeline
+from rayfed.plan import build_pipeline, resolve
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
 
@@ -32,9 +32,9 @@ def ckks(**overrides) -> Config:
 
 def test_defaults_are_valid_and_build_an_encrypt_stage_last():
     assert validate(ckks()) == []
-    pipeline = build_pipeline(ckks())
+    pipeline = build_pipeline(resolve(ckks()))
     assert pipeline.names[-1] == "encrypt" and pipeline.stages[-1].order == 3
-    assert "encrypt" not in build_pipeline(Config()).names
+    assert "encrypt" not in build_pipeline(resolve(Config())).names
 
 
 @pytest.mark.parametrize("reducer", ["median", "trimmed_mean", "krum"])

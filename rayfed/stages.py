@@ -10,18 +10,19 @@ residual, say) lives in ``UpdateContext.state[stage.name]`` and travels with the
 participant between rounds, whichever actor serves it.
 
 Features compose through this list; there is no class per combination.
-:func:`build_pipeline` rejects invalid orders up front.
+:class:`Pipeline` rejects invalid orders up front; :func:`rayfed.plan.build_pipeline`
+asks each feature for the stages its plan needs. This module sits below every
+feature: stages import it, it imports none of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from rayfed.config import Config
 from rayfed.errors import ConfigError
 
 
@@ -98,25 +99,3 @@ class Pipeline:
             if isinstance(stage, Decodable):
                 payload = stage.decode(payload)
         return payload
-
-
-# Stage factories register here by config section: each returns the stages the
-# config asks for (possibly none). Feature packages add their factory to this
-# tuple; `build_pipeline` stays unaware of what they do.
-StageFactory = Callable[[Config], list[Stage]]
-
-
-def _factories() -> tuple[StageFactory, ...]:
-    from rayfed.compression.stages import compression_stages
-    from rayfed.privacy.stages import privacy_stages
-    from rayfed.secure_agg.stage import secure_agg_stages
-
-    return (secure_agg_stages, privacy_stages, compression_stages)
-
-
-def build_pipeline(cfg: Config) -> Pipeline:
-    """The update pipeline ``cfg`` asks for, or a ``ConfigError`` naming why not."""
-    stages: list[Stage] = []
-    for factory in _factories():
-        stages.extend(factory(cfg))
-    return Pipeline(sorted(stages, key=lambda s: s.order))

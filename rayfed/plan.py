@@ -1,0 +1,105 @@
+"""Resolve once, pass plans: a run's config turned into one frozen :class:`RunPlan`.
+
+The driver calls :func:`resolve` once per run. It validates the config (the
+only call of :func:`rayfed.config.validate` in a run), solves σ, picks the
+update stages and the aggregation mode, and returns a plan that is
+checkpointed and shipped to every participant host. Hosts and stages read
+their plans from it; none of them re-derives a plan from the config, so a value
+computed here cannot drift between processes (a resumed ``central_dp`` run once
+had participants noising for one σ while the ledger charged another).
+
+Aggregation modes, chosen here and only here:
+
+* ``mean``: FedAvg's weighted mean Σ n_i Δ_i / Σ n_i (McMahan et al. 2017);
+* ``dp_mean``: DP-FedAvg's Σ clip(Δ_i), noised, over the fixed denominator
+  q·N (McMahan et al. 2018);
+* ``robust``: a reducer over the individual updates (median, trimmed mean, Krum);
+* each of the linear two with ``encrypted=True``: summed as CKKS ciphertexts and
+  opened by the decryptor (``rayfed.secure_agg``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rayfed.compression.stages import compression_stages
+from rayfed.config import Config, check, clients_per_round, config_hash
+from rayfed.privacy.plan import PrivacyPlan, privacy_plan
+from rayfed.privacy.stages import privacy_stages
+from rayfed.secure_agg.config import SecureAggPlan, secure_agg_plan
+from rayfed.secure_agg.stage import secure_agg_stages
+from rayfed.stages import Pipeline, Stage
+
+AggregationMode = Literal["mean", "dp_mean", "robust"]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run derives from its config, derived once."""
+
+    config: Config
+    privacy: PrivacyPlan
+    secure_agg: SecureAggPlan | None
+    aggregation: AggregationMode
+    # Pooled actors sum their participants' updates before sending (linear modes,
+    # plaintext only: under secure aggregation hosts send ciphertexts).
+    partial_sums: bool
+    per_round: int
+    config_hash: str
+
+    @property
+    def encrypted(self) -> bool:
+        return self.secure_agg is not None
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return build_pipeline(self).names
+
+    def with_privacy(self, privacy: PrivacyPlan) -> RunPlan:
+        """The same plan with a re-planned privacy part (a resumed run), every
+        derived part that depends on it resolved again."""
+        return _assemble(self.config, privacy)
+
+
+def resolve(cfg: Config) -> RunPlan:
+    """Validate ``cfg`` (every problem at once, as a ``ConfigError``) and plan the run."""
+    check(cfg)
+    fl = cfg.fl
+    privacy = privacy_plan(cfg.privacy, num_clients=fl.num_clients,
+                           per_round=clients_per_round(fl), rounds=fl.rounds,
+                           batch_size=fl.batch_size, local_epochs=fl.local_epochs)
+    return _assemble(cfg, privacy)
+
+
+def _assemble(cfg: Config, privacy: PrivacyPlan) -> RunPlan:
+    mode: AggregationMode
+    if cfg.strategy.reducer != "weighted_mean":
+        mode = "robust"
+    elif privacy.unit_weights:
+        mode = "dp_mean"
+    else:
+        mode = "mean"
+    sa = secure_agg_plan(cfg.secure_agg, unit_weights=privacy.unit_weights,
+                         rounds=cfg.fl.rounds)
+    partial = (mode != "robust" and sa is None and cfg.runtime.local_aggregation
+               and cfg.runtime.placement == "pooled")
+    return RunPlan(config=cfg, privacy=privacy, secure_agg=sa, aggregation=mode,
+                   partial_sums=partial, per_round=clients_per_round(cfg.fl),
+                   config_hash=config_hash(cfg))
+
+
+def build_pipeline(plan: RunPlan) -> Pipeline:
+    """The update pipeline of a plan: clip → noise → compress → encrypt."""
+    stages: list[Stage] = [*privacy_stages(plan.privacy),
+                           *compression_stages(plan.config.compression),
+                           *secure_agg_stages(plan.secure_agg)]
+    return Pipeline(sorted(stages, key=lambda s: s.order))
+
+
+def plan_state(plan: RunPlan) -> dict[str, Any]:
+    """The parts of a plan a checkpoint keeps, to compare and restore on resume."""
+    from dataclasses import asdict
+
+    return {"privacy": asdict(plan.privacy), "aggregation": plan.aggregation,
+            "stages": list(plan.stages)}
