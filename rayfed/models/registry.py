@@ -1,7 +1,7 @@
 """Model registry: small classifiers that all work with Opacus DP-SGD.
 
 Opacus needs per-sample gradients, so no layer mixes samples in a batch: no
-BatchNorm anywhere (GroupNorm would be the substitute if a model needed one).
+BatchNorm anywhere: ``resnet_gn`` (``rayfed.models.resnet``) uses GroupNorm.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from rayfed.config import ModelConfig
+from rayfed.models.resnet import resnet_gn
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ MODELS: dict[str, Callable[[ModelSpec], nn.Module]] = {
     "mlp": mlp,
     "cnn": cnn,
     "cnn1d": cnn1d,
+    "resnet_gn": resnet_gn,
 }
 
 
