@@ -10,6 +10,7 @@ Pixels become float32 in [0, 1], laid out (channels, height, width).
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -82,14 +83,18 @@ def read_image_folder(root: str, src: FileSource, *,
 def read_npz(path: str, src: FileSource, *,
              where: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(x, y, problems)`` from arrays ``x`` (examples first) and ``y`` (labels)."""
-    # allow_pickle=False: a site's file must not be able to run code in the actor.
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in ("x", "y") if k not in data.files]
-        if missing:
-            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), [
-                f"{where} lacks array(s) {missing} (it has {data.files}); save it with "
-                "np.savez(path, x=features, y=labels)"]
-        x, y_raw = data["x"], data["y"]
+    empty = np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    try:
+        # allow_pickle=False: a site's file must not be able to run code in the actor.
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("x", "y") if k not in data.files]
+            if missing:
+                return (*empty, [f"{where} lacks array(s) {missing} (it has {data.files}); "
+                                 "save it with np.savez(path, x=features, y=labels)"])
+            x, y_raw = data["x"], data["y"]
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        return (*empty, [f"{where}: cannot read it as npz ({exc}); save plain numeric "
+                         "arrays with np.savez(path, x=features, y=labels)"])
     problems = []
     if y_raw.ndim != 1 or x.shape[:1] != y_raw.shape:
         problems.append(f"{where}: y must be 1-D with one label per row of x (got x "

@@ -172,3 +172,26 @@ def test_text_levels_like_NA_are_values_not_gaps(tmp_path: Path) -> None:
                                             header="f,blood,label\n"),
                      num_classes=2, categorical={"blood": ("NA", "None")})
     np.testing.assert_array_equal(read_site(src, 0).x, [[1, 1, 0], [2, 0, 1]])
+
+
+def test_a_site_opens_only_its_own_file(tmp_path: Path) -> None:
+    # sys.addaudithook cannot be removed, so the hook records only while `seen` is armed.
+    import sys
+
+    seen: list[str] = []
+    armed = [False]
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if armed[0] and event == "open" and isinstance(args[0], str):
+            seen.append(args[0])
+
+    sys.addaudithook(hook)
+    src = source(write_sites(tmp_path, {0: SITE0, 1: SITE1, 2: SITE1}))
+    armed[0] = True
+    try:
+        describe_site(src, 1)
+        load_site(src, 1, val_fraction=0.0, seed=0)
+    finally:
+        armed[0] = False
+    sites = {Path(p).parent.name for p in seen if str(tmp_path) in p}
+    assert sites == {"site_1"}
