@@ -136,16 +136,16 @@ def _forward_problems(model: nn.Module, input_shape: tuple[int, ...], num_classe
         with torch.no_grad():
             out = model(torch.randn(shape, generator=gen))
     except Exception as exc:
-        return [f"{TARGET_KEY}={label} fails on a batch of shape {shape} (the data set's "
+        return [f"{label} fails on a batch of shape {shape} (the data set's "
                 f"input shape {tuple(input_shape)} with a batch dimension) with "
                 f"{type(exc).__name__}: {exc}; make its first layer take that shape"]
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor):
-        return [f"{TARGET_KEY}={label} returns a {type(out).__name__}, not a tensor of "
+        return [f"{label} returns a {type(out).__name__}, not a tensor of "
                 f"logits of shape (batch, {num_classes}); return the logits only"]
     if tuple(out.shape) != (_PROBE_BATCH, num_classes):
-        return [f"{TARGET_KEY}={label} returns outputs of shape {tuple(out.shape)} for a batch "
+        return [f"{label} returns outputs of shape {tuple(out.shape)} for a batch "
                 f"of {_PROBE_BATCH}, but the data set has {num_classes} classes, so "
                 f"({_PROBE_BATCH}, {num_classes}) is needed; give its last layer "
                 f"{num_classes} outputs (take num_classes as a constructor argument)"]
@@ -165,7 +165,7 @@ def _opacus_problems(model: nn.Module, label: str) -> list[str]:
     if not offending:
         return []
     reasons = sorted({str(e).split(".")[0] for e in ModuleValidator.validate(model)})
-    return [f"{TARGET_KEY}={label} cannot train with record-level DP (privacy=local_dp, "
+    return [f"{label} cannot train with record-level DP (privacy=local_dp, "
             f"Opacus DP-SGD): layer(s) {', '.join(offending)} are not supported "
             f"({'; '.join(reasons)}). Replace them (BatchNorm -> GroupNorm, nn.LSTM -> "
             "opacus.layers.DPLSTM), or return opacus.validators.ModuleValidator.fix(model) "
@@ -178,14 +178,16 @@ def model_problems(
     input_shape: tuple[int, ...],
     num_classes: int,
     private: bool,
-    label: str = "the model",
+    target: str | None = None,
 ) -> list[str]:
     """Every problem that would stop ``model`` from training here, each naming the key.
 
     A forward pass on a random batch of two must give logits of shape
     ``(2, num_classes)``; with ``private`` (record-level DP) every layer must pass
     Opacus's ``ModuleValidator``. Pure: the model's weights and mode are unchanged.
+    ``target`` (the ``model._target_`` value) names the model in the messages.
     """
+    label = f"{TARGET_KEY}={target}" if target else "the model"
     problems = _forward_problems(model, tuple(input_shape), num_classes, label)
     if private:
         was_training = model.training
