@@ -191,3 +191,17 @@ def test_every_problem_at_once() -> None:
     assert len(problems) == 2
     assert "returns a tuple, not a tensor" in problems[0]
     assert "2 (BatchNorm1d), 3 (LSTM)" in problems[1]
+
+
+def test_the_model_in_docs_your_own_data_passes_the_checks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "your_own_data.md").read_text()
+    code = re.search(r"```python\n# ~/hospitals/my_model.py\n(.*?)```", doc, re.S)
+    assert code is not None
+    (tmp_path / "docs_my_model.py").write_text(code.group(1))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = build_custom_model("docs_my_model.Net", {"width": 64}, input_shape=(30,),
+                               num_classes=2, seed=0)
+    assert model_problems(model, input_shape=(30,), num_classes=2, private=True) == []
