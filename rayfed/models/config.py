@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rayfed.models.registry import MODELS, ModelSpec
+from rayfed.models.registry import MODELS
+from rayfed.models.spec import ModelSpec
 
 
 @dataclass

@@ -1,27 +1,18 @@
 """Model registry: small classifiers that all work with Opacus DP-SGD.
 
 Opacus needs per-sample gradients, so no layer mixes samples in a batch: no
-BatchNorm anywhere (GroupNorm would be the substitute if a model needed one).
+BatchNorm anywhere: ``resnet_gn`` (``rayfed.models.resnet``) uses GroupNorm.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to build the same model in any process."""
-
-    name: str
-    input_shape: tuple[int, ...]
-    num_classes: int
-    hidden_sizes: tuple[int, ...] = (128,)
-    channels: tuple[int, ...] = (16, 32)
+from rayfed.models.resnet import resnet_gn
+from rayfed.models.spec import ModelSpec
 
 
 def _flat_dim(shape: tuple[int, ...]) -> int:
@@ -85,6 +76,7 @@ MODELS: dict[str, Callable[[ModelSpec], nn.Module]] = {
     "mlp": mlp,
     "cnn": cnn,
     "cnn1d": cnn1d,
+    "resnet_gn": resnet_gn,
 }
 
 

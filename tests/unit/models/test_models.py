@@ -24,6 +24,7 @@ SHAPES: dict[str, list[tuple[int, ...]]] = {
     "mlp": [(30,), (1, 8, 8), (3, 32, 32)],
     "cnn": [(1, 8, 8), (1, 28, 28), (3, 32, 32)],
     "cnn1d": [(1, 40)],
+    "resnet_gn": [(3, 32, 32), (1, 8, 8)],
 }
 CASES = [(name, shape) for name, shapes in SHAPES.items() for shape in shapes]
 
