@@ -55,7 +55,8 @@ def _config(out: Path) -> Config:
                               local_epochs=1, batch_size=BATCH, lr=0.05),
                   privacy=PrivacyConfig(name="local_dp", noise_multiplier=1.0, clipping_norm=1.0,
                                         delta=1e-5),
-                  tracking=TrackingConfig(enabled=False), checkpoint=CheckpointConfig(enabled=False),
+                  tracking=TrackingConfig(enabled=False),
+                  checkpoint=CheckpointConfig(enabled=False),
                   output_dir=str(out))
 
 
@@ -96,7 +97,7 @@ def main(repeats: int = 3) -> dict[str, float]:
 
     variants = {"opacus": opacus, "vectorised": vectorised, "plain": plain}
     times: dict[str, list[float]] = {k: [] for k in variants}
-    for k, fn in variants.items():
+    for fn in variants.values():
         fn(0)  # warm-up: imports, first ε, torch.func tracing caches
     for rnd in range(1, repeats + 1):
         for k, fn in variants.items():
