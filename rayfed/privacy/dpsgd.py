@@ -91,11 +91,14 @@ class RecordLevelDp:
         return RecordLevelPlan(sigma, st.clipping_norm, delta, q, steps, st.target_epsilon,
                                st.accountant)
 
-    def begin(self, optimizer: torch.optim.Optimizer, *, num_examples: int,
-              state: dict[str, Any] | None, seed: int, participant_id: int,
-              proximal_mu: float = 0.0,
-              anchor: list[torch.Tensor] | None = None) -> RecordLevelSession:
-        """Check this round against the participant's budget and wrap the optimizer."""
+    def admit(self, *, num_examples: int, state: dict[str, Any] | None,
+              participant_id: int) -> tuple[RecordLevelPlan, Ledger, DpEvent]:
+        """The participant's plan, ledger and this round's event, once the ledger
+        has checked the event against the budget (the check before the spend).
+
+        Shared by :meth:`begin` (Opacus) and the vectorised path
+        (:mod:`rayfed.privacy.vectorized_dpsgd`), so both charge the same event.
+        """
         if state is None:
             plan = self.plan(num_examples)
             ledger = Ledger(delta=plan.delta, accountant=plan.accountant,
@@ -110,6 +113,15 @@ class RecordLevelDp:
                 f"participant {participant_id}: privacy budget exhausted (ε would go from "
                 f"{verdict.epsilon_now:.3f} to {verdict.epsilon_after:.3f}, past "
                 f"privacy.target_epsilon={plan.target_epsilon}); it no longer trains")
+        return plan, ledger, event
+
+    def begin(self, optimizer: torch.optim.Optimizer, *, num_examples: int,
+              state: dict[str, Any] | None, seed: int, participant_id: int,
+              proximal_mu: float = 0.0,
+              anchor: list[torch.Tensor] | None = None) -> RecordLevelSession:
+        """Check this round against the participant's budget and wrap the optimizer."""
+        plan, ledger, event = self.admit(num_examples=num_examples, state=state,
+                                         participant_id=participant_id)
         dp_opt = DPOptimizer(optimizer, noise_multiplier=plan.noise_multiplier,
                              max_grad_norm=plan.max_grad_norm,
                              expected_batch_size=max(1, round(plan.sample_rate * num_examples)),
@@ -146,10 +158,16 @@ class RecordLevelSession:
 
     def finish(self, server_round: int) -> tuple[dict[str, Any], dict[str, float]]:
         """Record the round's event; return (carried state, metrics to report)."""
-        self.ledger.spend(DpEvent(self.event.sample_rate, self.event.noise_multiplier,
-                                  self.event.steps, server_round=server_round))
-        state = {"plan": self.plan.__dict__.copy(), "ledger": self.ledger.state_dict()}
-        metrics = {"epsilon": self.ledger.epsilon(), "delta": self.plan.delta,
-                   "noise_multiplier": self.plan.noise_multiplier,
-                   "clipping_norm": self.plan.max_grad_norm}
-        return state, metrics
+        return settle(self.plan, self.ledger, self.event, server_round=server_round)
+
+
+def settle(plan: RecordLevelPlan, ledger: Ledger, event: DpEvent, *,
+           server_round: int) -> tuple[dict[str, Any], dict[str, float]]:
+    """Spend ``event`` in ``ledger``; return (carried ``record_dp`` state, metrics)."""
+    ledger.spend(DpEvent(event.sample_rate, event.noise_multiplier, event.steps,
+                         server_round=server_round))
+    state = {"plan": plan.__dict__.copy(), "ledger": ledger.state_dict()}
+    metrics = {"epsilon": ledger.epsilon(), "delta": plan.delta,
+               "noise_multiplier": plan.noise_multiplier,
+               "clipping_norm": plan.max_grad_norm}
+    return state, metrics
