@@ -7,11 +7,13 @@ raises becomes a :class:`~rayfed.types.Failure` value; the others go on.
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,8 @@ from rayfed.train import make_optimizer
 from rayfed.train.vectorized import train_vectorized, why_not_vectorizable
 from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
 
+log = logging.getLogger(__name__)
+
 
 class InjectedFault(RuntimeError):
     """Raised by ``faults.raise_clients``: chaos testing of the failure path."""
@@ -43,6 +47,17 @@ def _failed(ins: FitIns, exc: Exception) -> Failure:
     """A participant's exception as a value; the host's other participants go on."""
     return Failure(ins.participant_id, ins.server_round, "error",
                    f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+
+
+@dataclass
+class _Member:
+    """One participant of a vectorised group: its task, state and, under
+    record-level DP, its admitted (plan, ledger, event)."""
+
+    ins: FitIns
+    participant: Participant
+    state: dict[str, Any]
+    dp: tuple[Any, Any, Any] | None = None
 
 
 class ParticipantHost:
@@ -68,14 +83,24 @@ class ParticipantHost:
                                              unit_weights=plan.privacy.unit_weights)
         self._participants: dict[int, Participant] = {}
         self._record_dp = None
+        # Plain local SGD, or DP-SGD with it: train this host's participants together
+        # (torch.func.vmap over participants, and over samples for DP-SGD).
+        reason = why_not_vectorizable(self._training, self._model)
+        self._dp_arch: torch.nn.Module | None = None
         if plan.privacy.record is not None:
             from rayfed.privacy.dpsgd import RecordLevelDp
+            from rayfed.privacy.vectorized_dpsgd import why_not_vectorizable_dp
 
+            # The architecture before Opacus wraps (and hooks) the scratch model.
+            arch = copy.deepcopy(self._model)
             self._record_dp = RecordLevelDp(plan.privacy.record, self._model)
-        # Plain local SGD: train this host's participants together (torch.func.vmap).
-        self._vectorize = (cfg.runtime.vectorize and self._record_dp is None
-                           and self._training.ddp is None
-                           and why_not_vectorizable(self._training, self._model) is None)
+            reason = why_not_vectorizable_dp(self._training, arch)
+            self._dp_arch = arch if reason is None else None
+            if reason is not None and cfg.runtime.vectorize:
+                log.info("privacy=local_dp: vectorised DP-SGD does not apply (%s); Opacus "
+                         "per participant", reason)
+        self._vectorize = (cfg.runtime.vectorize and self._training.ddp is None
+                           and reason is None)
         # Byzantine participants (adversary.*): robustness experiments and tests.
         self._adversary = (Adversary(cfg.adversary, num_clients=cfg.fl.num_clients,
                                      per_round=plan.per_round,
@@ -169,32 +194,64 @@ class ParticipantHost:
                            for ins in tasks[start : start + group_size])
                 continue
             t0 = time.perf_counter()
-            group: list[tuple[FitIns, Participant]] = []
+            group: list[_Member] = []
             for ins in tasks[start : start + group_size]:
                 try:
                     self._inject_faults(ins.participant_id, server_round)
-                    group.append((ins, self.participant(ins.participant_id)))
+                    group.append(self._member(ins))  # checks a private budget first
                 except Exception as exc:  # a participant's failure is a value
                     out[ins.participant_id] = _failed(ins, exc)
             if not group:
                 continue
             try:
-                trained = train_vectorized(
-                    self._model, start_weights,
-                    [(p.data.x_train, p.data.y_train) for _, p in group],
-                    [ins.seed for ins, _ in group], self._training, max_group=group_size)
+                trained = self._train_group(start_weights, group, group_size)
             except Exception as exc:
-                out.update((ins.participant_id, _failed(ins, exc)) for ins, _ in group)
+                out.update((m.ins.participant_id, _failed(m.ins, exc)) for m in group)
                 continue
             share = (time.perf_counter() - t0) / len(group)
-            for (ins, participant), local in zip(group, trained, strict=True):
+            for m, (delta, loss) in zip(group, trained, strict=True):
                 try:
-                    out[ins.participant_id] = participant.report(
-                        ins, local.delta.numpy(), state=participant.carried_state(ins),
-                        train_loss=local.loss, fit_seconds=share)
+                    metrics: dict[str, float] = {}
+                    if m.dp is not None:  # charged now: the mechanism ran
+                        from rayfed.privacy.dpsgd import settle
+
+                        m.state["record_dp"], metrics = settle(
+                            *m.dp, server_round=m.ins.server_round)
+                    out[m.ins.participant_id] = m.participant.report(
+                        m.ins, delta, state=m.state, train_loss=loss, fit_seconds=share,
+                        metrics=metrics)
                 except Exception as exc:
-                    out[ins.participant_id] = _failed(ins, exc)
+                    out[m.ins.participant_id] = _failed(m.ins, exc)
         return [out[ins.participant_id] for ins in tasks]
+
+    def _member(self, ins: FitIns) -> _Member:
+        participant = self.participant(ins.participant_id)
+        state = participant.carried_state(ins)
+        dp = None
+        if self._record_dp is not None:
+            dp = self._record_dp.admit(num_examples=len(participant.data.x_train),
+                                       state=state.get("record_dp"),
+                                       participant_id=ins.participant_id)
+        return _Member(ins, participant, state, dp)
+
+    def _train_group(self, start_weights: torch.Tensor, group: list[_Member],
+                     group_size: int) -> list[tuple[np.ndarray, float]]:
+        shards = [(m.participant.data.x_train, m.participant.data.y_train) for m in group]
+        seeds = [m.ins.seed for m in group]
+        if self._dp_arch is None:
+            trained = train_vectorized(self._model, start_weights, shards, seeds,
+                                       self._training, max_group=group_size)
+            return [(t.delta.numpy(), t.loss) for t in trained]
+        from rayfed.privacy.noise import torch_noise_generator
+        from rayfed.privacy.vectorized_dpsgd import train_vectorized_dp
+
+        secure = self._record_dp is not None and self._record_dp.secure_rng
+        private = train_vectorized_dp(
+            self._dp_arch, start_weights, shards, seeds,
+            [torch_noise_generator(secure=secure, seed=s) for s in seeds],
+            [m.dp[0] for m in group if m.dp is not None], self._training,
+            max_group=group_size)
+        return [(t.delta.numpy(), t.loss) for t in private]
 
     def fit_partial(
         self,

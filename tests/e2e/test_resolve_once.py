@@ -69,7 +69,8 @@ def test_one_run_validates_once_and_solves_sigma_once(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "jobs" / "federated.py"), "privacy=central_dp",
          "privacy.target_epsilon=5", "privacy.noise_placement=clients", "fl.rounds=3",
-         "fl.num_clients=8", "fl.clients_per_round=4", "fl.min_clients=1", "runtime.placement=pooled",
+         "fl.num_clients=8", "fl.clients_per_round=4", "fl.min_clients=1",
+         "runtime.placement=pooled",
          "runtime.pool_size=4", "runtime.num_cpus=2", "runtime.actor_num_cpus=0.5",
          "tracking.enabled=false", "checkpoint.enabled=false"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

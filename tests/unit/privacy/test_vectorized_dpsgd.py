@@ -16,6 +16,7 @@ from rayfed.data.federated import ClientData
 from rayfed.fl import safe_format
 from rayfed.fl.participant import LocalTraining, Participant
 from rayfed.models import ModelSpec, build_model, get_flat
+from rayfed.plan import resolve
 from rayfed.privacy.dpsgd import RecordLevelDp, RecordLevelPlan, poisson_batches, settle
 from rayfed.privacy.noise import torch_noise_generator
 from rayfed.privacy.vectorized_dpsgd import (
@@ -199,7 +200,7 @@ def _record_dp(tmp_path, spec_model: torch.nn.Module, **privacy) -> RecordLevelD
     base = dict(name="local_dp", noise_multiplier=1.1, clipping_norm=0.5, delta=1e-5)
     cfg = small_config(tmp_path, privacy=PrivacyConfig(**{**base, **privacy}),
                        fl=dict(batch_size=8, local_epochs=2, rounds=3))
-    return RecordLevelDp(cfg, spec_model)
+    return RecordLevelDp(resolve(cfg).privacy.record, spec_model)
 
 
 @pytest.mark.parametrize(("name", "privacy"), [
