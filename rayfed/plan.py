@@ -20,16 +20,21 @@ Aggregation modes, chosen here and only here:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import secrets
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from rayfed.compression.stages import compression_stages
 from rayfed.config import Config, check, clients_per_round, config_hash
-from rayfed.privacy.plan import PrivacyPlan, privacy_plan
+from rayfed.privacy.accounting import DpEvent
+from rayfed.privacy.plan import PrivacyPlan, UserLevelPlan, privacy_plan, replan_user_level
 from rayfed.privacy.stages import privacy_stages
 from rayfed.secure_agg.config import SecureAggPlan, secure_agg_plan
 from rayfed.secure_agg.stage import secure_agg_stages
 from rayfed.stages import Pipeline, Stage
+
+log = logging.getLogger(__name__)
 
 AggregationMode = Literal["mean", "dp_mean", "robust"]
 
@@ -47,6 +52,9 @@ class RunPlan:
     partial_sums: bool
     per_round: int
     config_hash: str
+    # Names this run across restarts and resumes (the checkpoint run directory's
+    # name when checkpoints are on): hosts keep per-run state on their node by it.
+    run_id: str = ""
 
     @property
     def encrypted(self) -> bool:
@@ -59,7 +67,7 @@ class RunPlan:
     def with_privacy(self, privacy: PrivacyPlan) -> RunPlan:
         """The same plan with a re-planned privacy part (a resumed run), every
         derived part that depends on it resolved again."""
-        return _assemble(self.config, privacy)
+        return _assemble(self.config, privacy, self.run_id)
 
 
 def resolve(cfg: Config) -> RunPlan:
@@ -72,7 +80,7 @@ def resolve(cfg: Config) -> RunPlan:
     return _assemble(cfg, privacy)
 
 
-def _assemble(cfg: Config, privacy: PrivacyPlan) -> RunPlan:
+def _assemble(cfg: Config, privacy: PrivacyPlan, run_id: str = "") -> RunPlan:
     mode: AggregationMode
     if cfg.strategy.reducer != "weighted_mean":
         mode = "robust"
@@ -86,7 +94,7 @@ def _assemble(cfg: Config, privacy: PrivacyPlan) -> RunPlan:
                and cfg.runtime.placement == "pooled")
     return RunPlan(config=cfg, privacy=privacy, secure_agg=sa, aggregation=mode,
                    partial_sums=partial, per_round=clients_per_round(cfg.fl),
-                   config_hash=config_hash(cfg))
+                   config_hash=config_hash(cfg), run_id=run_id or secrets.token_hex(6))
 
 
 def build_pipeline(plan: RunPlan) -> Pipeline:
@@ -97,9 +105,28 @@ def build_pipeline(plan: RunPlan) -> Pipeline:
     return Pipeline(sorted(stages, key=lambda s: s.order))
 
 
+def resume_plan(plan: RunPlan, state: dict[str, Any]) -> RunPlan:
+    """The plan of a resumed run: the checkpoint's, re-solved only where the
+    resumed run changed it (``fl.rounds``), from the ledger spent so far, and
+    under the budget the config sets now (never the checkpoint's)."""
+    user = plan.privacy.user
+    saved = (state.get("plan") or {}).get("privacy", {}).get("user")
+    spent_state = (state.get("privacy") or {}).get("user")
+    if user is None or not saved or not spent_state:
+        return plan
+    started = replace(UserLevelPlan(**saved), target_epsilon=user.target_epsilon)
+    spent = [DpEvent(**e) for e in spent_state["ledger"]["events"]]
+    new = replan_user_level(started, spent=spent, rounds_done=state["server_round"],
+                            rounds=plan.config.fl.rounds)
+    if new.noise_multiplier != started.noise_multiplier:
+        log.warning("fl.rounds=%d on resume: σ re-solved for the %d rounds left, %.4f -> "
+                    "%.4f; participants add, and the ledger charges, the new σ",
+                    plan.config.fl.rounds, plan.config.fl.rounds - state["server_round"],
+                    started.noise_multiplier, new.noise_multiplier)
+    return plan.with_privacy(PrivacyPlan("central_dp", user=new))
+
+
 def plan_state(plan: RunPlan) -> dict[str, Any]:
     """The parts of a plan a checkpoint keeps, to compare and restore on resume."""
-    from dataclasses import asdict
-
     return {"privacy": asdict(plan.privacy), "aggregation": plan.aggregation,
             "stages": list(plan.stages)}

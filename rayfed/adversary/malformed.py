@@ -46,4 +46,7 @@ MALFORMED: Mapping[str, Callable[[FitRes], FitRes]] = MappingProxyType({
     "excess_examples": lambda r: replace(r, num_examples=r.num_examples * 1000),
     # 10⁴ × its honest norm: far beyond 1000 × the round's median norm.
     "huge_norm": lambda r: _with_delta(r, (np.asarray(r.delta) * 1.0e4).astype(np.float32)),
+    # Not an array at all: a Python list 10⁶ × the honest update (once not screened).
+    "python_list": lambda r: replace(r, delta=(np.asarray(r.delta) * 1.0e6).tolist()),
+    "nan_list": lambda r: replace(r, delta=[float("nan")] * np.asarray(r.delta).size),
 })

@@ -63,6 +63,9 @@ class CheckpointConfig:
     dir: str = "checkpoints"
     every: int = 1
     keep_last: int = 2
+    # The HMAC key that authenticates checkpoints, kept outside checkpoint.dir;
+    # null = $RAYFED_CHECKPOINT_KEY_FILE or ~/.config/rayfed/checkpoint.key (made 0600).
+    key_file: str | None = None
 
 
 @dataclass

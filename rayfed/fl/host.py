@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,13 @@ from rayfed.train.vectorized import train_vectorized, why_not_vectorizable
 from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
 
 log = logging.getLogger(__name__)
+
+
+def ledger_dir(run_id: str) -> Path:
+    """Where a node keeps its participants' record-level ledgers for one run."""
+    root = Path(tempfile.gettempdir()) / f"rayfed-ledgers-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    return root / run_id
 
 
 class InjectedFault(RuntimeError):
@@ -93,7 +102,10 @@ class ParticipantHost:
 
             # The architecture before Opacus wraps (and hooks) the scratch model.
             arch = copy.deepcopy(self._model)
-            self._record_dp = RecordLevelDp(plan.privacy.record, self._model)
+            # Each participant's own record of its spending, kept on this node by run
+            # so that neither the server's state nor an actor restart can reset it.
+            self._record_dp = RecordLevelDp(plan.privacy.record, self._model,
+                                            record_dir=ledger_dir(plan.run_id))
             reason = why_not_vectorizable_dp(self._training, arch)
             self._dp_arch = arch if reason is None else None
             if reason is not None and cfg.runtime.vectorize:
@@ -212,11 +224,10 @@ class ParticipantHost:
             for m, (delta, loss) in zip(group, trained, strict=True):
                 try:
                     metrics: dict[str, float] = {}
-                    if m.dp is not None:  # charged now: the mechanism ran
-                        from rayfed.privacy.dpsgd import settle
-
-                        m.state["record_dp"], metrics = settle(
-                            *m.dp, server_round=m.ins.server_round)
+                    if m.dp is not None and self._record_dp is not None:
+                        # Charged now: the mechanism ran, whatever becomes of the update.
+                        m.state["record_dp"], metrics = self._record_dp.charge(
+                            m.ins.participant_id, *m.dp, server_round=m.ins.server_round)
                     out[m.ins.participant_id] = m.participant.report(
                         m.ins, delta, state=m.state, train_loss=loss, fit_seconds=share,
                         metrics=metrics)

@@ -27,16 +27,17 @@ import torch
 
 from rayfed.config import Config
 from rayfed.data.federated import load_test_split
+from rayfed.errors import ConfigError
 from rayfed.fl.aggregation import Aggregation, EncryptedAggregation, PlainAggregation
-from rayfed.fl.checkpoint import RunCheckpoints
+from rayfed.fl.checkpoint import RunCheckpoints, load_key
 from rayfed.fl.collect import Collector, fetch
 from rayfed.fl.placement import ParticipantActors, start_ray
 from rayfed.fl.report import round_metrics, run_summary
 from rayfed.fl.rounds import decide, num_participants, participant_seed, select_participants
 from rayfed.fl.screening import UpdateSpec
 from rayfed.models import build_model, get_flat, set_flat, spec_from_config
-from rayfed.plan import RunPlan, build_pipeline, plan_state, resolve
-from rayfed.privacy.plan import PrivacyPlan, replan_user_level
+from rayfed.plan import RunPlan, build_pipeline, plan_state, resolve, resume_plan
+from rayfed.privacy.plan import shard_problems
 from rayfed.privacy.server import BUDGET_EXHAUSTED, build_privacy
 from rayfed.strategies.config import strategy_from_config
 from rayfed.tracking import NullTracker, Tracker
@@ -67,8 +68,10 @@ class Orchestrator:
         self.client_states: dict[int, bytes] = {}
         self._ckpt: RunCheckpoints | None = None
         state = self._open_checkpoints(plan) if cfg.checkpoint.enabled else None
+        if self._ckpt is not None:  # a resumed run is the same run
+            plan = replace(plan, run_id=self._ckpt.directory.name)
         if state is not None:
-            plan = self._replan(plan, state)
+            plan = resume_plan(plan, state)
         self.plan = plan
         self.pipeline = build_pipeline(plan)  # the server's copy decodes (no key in it)
         self.privacy = build_privacy(plan.privacy, seed=cfg.seed)
@@ -96,6 +99,9 @@ class Orchestrator:
         self.update_spec = UpdateSpec(
             num_params=int(self.weights.size),
             shard_sizes=self.placement.shard_sizes(range(cfg.fl.num_clients)))
+        if problems := shard_problems(plan.privacy, dict(self.update_spec.shard_sizes)):
+            self.close()
+            raise ConfigError(problems)
         self._collector = Collector(timeout_s=cfg.fl.round_timeout_s)
         self.setup_seconds = time.perf_counter() - self._t_start
 
@@ -111,37 +117,17 @@ class Orchestrator:
         config = json.loads(json.dumps(asdict(replace(cfg, resume=False, output_dir=".")),
                                        default=str))
         root, keep = Path(cfg.checkpoint.dir) / cfg.name, cfg.checkpoint.keep_last
+        key = load_key(cfg.checkpoint.key_file)
         if cfg.resume:
             self._ckpt, state = RunCheckpoints.resume(root, config=config,
                                                       config_hash=plan.config_hash,
-                                                      keep_last=keep)
+                                                      keep_last=keep, key=key)
             return state
         self._ckpt = RunCheckpoints.start(root, config=config, config_hash=plan.config_hash,
-                                          keep_last=keep,
+                                          keep_last=keep, key=key,
                                           run_id=time.strftime("%Y%m%d-%H%M%S")
                                           + f"-{plan.config_hash[:8]}")
         return None
-
-    def _replan(self, plan: RunPlan, state: dict[str, Any]) -> RunPlan:
-        """The checkpoint's plan, re-solved only where the resumed run changed it."""
-        user = plan.privacy.user
-        saved = (state.get("plan") or {}).get("privacy", {}).get("user")
-        if user is None or not saved or not (state.get("privacy") or {}).get("user"):
-            return plan
-        from rayfed.privacy.accounting import DpEvent
-        from rayfed.privacy.plan import UserLevelPlan
-
-        # σ as the run spent it, under the budget the config sets now.
-        started = replace(UserLevelPlan(**saved), target_epsilon=user.target_epsilon)
-        spent = [DpEvent(**e) for e in state["privacy"]["user"]["ledger"]["events"]]
-        new = replan_user_level(started, spent=spent, rounds_done=state["server_round"],
-                                rounds=self.cfg.fl.rounds)
-        if new.noise_multiplier != started.noise_multiplier:
-            log.warning("fl.rounds=%d on resume: σ re-solved for the %d rounds left, "
-                        "%.4f -> %.4f; participants add, and the ledger charges, the new σ",
-                        self.cfg.fl.rounds, self.cfg.fl.rounds - state["server_round"],
-                        started.noise_multiplier, new.noise_multiplier)
-        return plan.with_privacy(PrivacyPlan("central_dp", user=new))
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -197,19 +183,23 @@ class Orchestrator:
         # 1. Select participants.
         selected = self.privacy.select(self.rng, lambda: select_participants(
             self.rng, num_clients=cfg.fl.num_clients, k=self.plan.per_round))
-        self.aggregation.begin_round(server_round, selected)
+        # Record-level DP charges each participant here, before it computes anything.
+        dispatched, refused = self.privacy.dispatch(server_round, selected,
+                                                    self.update_spec.shard_sizes)
+        self.aggregation.begin_round(server_round, dispatched)
         # 2. Broadcast: one copy of the weights in the object store for everyone.
         weights_ref = ray.put(self.weights)
-        down = len(pickle.dumps(self.weights, protocol=5)) * len(selected)
+        down = len(pickle.dumps(self.weights, protocol=5)) * len(dispatched)
         # 3. Local training.
         tasks = [FitIns(pid, server_round, participant_seed(cfg.seed, server_round, pid),
-                        self.client_states.get(pid)) for pid in selected]
+                        self.client_states.get(pid)) for pid in dispatched]
         self.placement.await_restarts(timeout_s=cfg.fl.round_timeout_s / 2)
         pending = self.placement.submit_fit(server_round, weights_ref, tasks,
                                             deadline_unix=time.time() + cfg.fl.round_timeout_s,
                                             aggregate_locally=self.plan.partial_sums)
         # 4. Collect under the deadline; admit (decode, parse, screen); decide on quorum.
         results, num_late = self._collector.collect(pending, server_round)
+        results = [*refused, *results]
         # Every payload that reached the server is upload, whatever becomes of it.
         bytes_up = sum(r.payload_bytes for r in results)
         results = self.aggregation.admit(results, server_round=server_round,

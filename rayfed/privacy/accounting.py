@@ -35,6 +35,10 @@ class DpEvent:
     mechanism: Mechanism = "poisson_gaussian"
     # Which round spent it (0 = not tied to a round); for the ledger artifact.
     server_round: int = 0
+    # One id per run of the mechanism, so that two copies of a ledger (the
+    # participant's own and the one it carries through the server) merge without
+    # counting an event twice or losing one.
+    charge_id: str = ""
 
     def __post_init__(self) -> None:
         problems = []
@@ -147,6 +151,12 @@ class Ledger:
 
     def spend(self, event: DpEvent) -> None:
         self.events.append(event)
+
+    def merge(self, events: Sequence[DpEvent]) -> None:
+        """Add the events of another copy of this ledger that this one lacks
+        (by ``charge_id``): a copy can add spending, never remove it."""
+        known = {e.charge_id for e in self.events if e.charge_id}
+        self.events.extend(e for e in events if not e.charge_id or e.charge_id not in known)
 
     def state_dict(self) -> dict[str, Any]:
         return {"delta": self.delta, "accountant": self.accountant,

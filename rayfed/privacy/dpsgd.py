@@ -24,9 +24,13 @@ the per-sample gradients.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,9 +39,9 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 
 from rayfed.errors import RayfedError
-from rayfed.privacy.accounting import Accountant, DpEvent, Ledger, solve_noise_multiplier
+from rayfed.privacy.accounting import DpEvent, Ledger
 from rayfed.privacy.noise import torch_noise_generator, warn_if_insecure
-from rayfed.privacy.plan import RecordLevelSettings, default_delta, record_steps
+from rayfed.privacy.plan import RecordLevelPlan, RecordLevelSettings, record_level_plan
 
 
 class BudgetExhaustedError(RayfedError):
@@ -52,60 +56,62 @@ def poisson_batches(x: torch.Tensor, y: torch.Tensor, *, sample_rate: float, ste
         yield x[mask], y[mask]
 
 
-@dataclass(frozen=True)
-class RecordLevelPlan:
-    noise_multiplier: float
-    max_grad_norm: float
-    delta: float
-    sample_rate: float
-    steps_per_round: int
-    target_epsilon: float | None
-    accountant: Accountant
-
-
 class RecordLevelDp:
-    """One per host: the wrapped scratch model and the settings; participants'
-    accountants live in their carried state, not here."""
+    """One per host: the wrapped scratch model, the settings, and the host's own
+    record of what each of its participants spent.
 
-    def __init__(self, settings: RecordLevelSettings, model: nn.Module) -> None:
+    A participant's ledger travels in its carried state through the server, but
+    the server cannot reset it: the host keeps its own record of every charge
+    (and, with ``record_dir``, persists it on its node, so an actor restart keeps
+    it too) and merges it with whatever state arrives. A participant whose record
+    shows the budget spent refuses to train, whatever it is sent.
+    """
+
+    def __init__(self, settings: RecordLevelSettings, model: nn.Module, *,
+                 record_dir: Path | None = None) -> None:
         self.settings = settings
         self.secure_rng = settings.secure_rng
         self.model: GradSampleModule = wrap_model(model,
                                                   grad_sample_mode=settings.grad_sample_mode)
-        self._sigma_cache: dict[int, float] = {}
+        self._record_dir = record_dir
+        self._records: dict[int, list[DpEvent]] = {}
         warn_if_insecure(settings.secure_rng, "privacy=local_dp")
 
     def plan(self, num_examples: int) -> RecordLevelPlan:
         """This participant's plan: σ solved for its own shard size, all rounds."""
-        st = self.settings
-        q, steps = record_steps(num_examples=num_examples, batch_size=st.batch_size,
-                                local_epochs=st.local_epochs)
-        delta = st.delta if st.delta is not None else default_delta(num_examples)
-        sigma = st.noise_multiplier
-        if sigma is None:
-            if num_examples not in self._sigma_cache:  # iid shards share sizes
-                self._sigma_cache[num_examples] = solve_noise_multiplier(
-                    target_epsilon=st.target_epsilon or 0.0, delta=delta, sample_rate=q,
-                    steps=steps * st.rounds, accountant=st.accountant)
-            sigma = self._sigma_cache[num_examples]
-        return RecordLevelPlan(sigma, st.clipping_norm, delta, q, steps, st.target_epsilon,
-                               st.accountant)
+        return record_level_plan(self.settings, num_examples)
+
+    def _record(self, participant_id: int) -> list[DpEvent]:
+        if participant_id not in self._records:
+            events: list[DpEvent] = []
+            path = self._record_path(participant_id)
+            if path is not None and path.is_file():
+                events = [DpEvent(**e) for e in json.loads(path.read_text())]
+            self._records[participant_id] = events
+        return self._records[participant_id]
+
+    def _record_path(self, participant_id: int) -> Path | None:
+        if self._record_dir is None:
+            return None
+        return self._record_dir / f"participant_{participant_id}.json"
 
     def admit(self, *, num_examples: int, state: dict[str, Any] | None,
               participant_id: int) -> tuple[RecordLevelPlan, Ledger, DpEvent]:
         """The participant's plan, ledger and this round's event, once the ledger
         has checked the event against the budget (the check before the spend).
 
-        Shared by :meth:`begin` (Opacus) and the vectorised path
-        (:mod:`rayfed.privacy.vectorized_dpsgd`), so both charge the same event.
+        The plan and the budget come from the run's settings, never from the
+        carried state; the ledger is the union of the carried events and the
+        host's own record. Shared by :meth:`begin` (Opacus) and the vectorised
+        path (:mod:`rayfed.privacy.vectorized_dpsgd`), so both charge alike.
         """
-        if state is None:
-            plan = self.plan(num_examples)
-            ledger = Ledger(delta=plan.delta, accountant=plan.accountant,
-                            target_epsilon=plan.target_epsilon)
-        else:
-            plan = RecordLevelPlan(**state["plan"])
-            ledger = Ledger.from_state(state["ledger"])
+        plan = self.plan(num_examples)
+        ledger = Ledger(delta=plan.delta, accountant=plan.accountant,
+                        target_epsilon=plan.target_epsilon,
+                        events=self._record(participant_id))
+        carried = (state or {}).get("ledger") if isinstance(state, dict) else None
+        if isinstance(carried, dict) and isinstance(carried.get("events"), list):
+            ledger.merge([DpEvent(**e) for e in carried["events"]])
         event = DpEvent(plan.sample_rate, plan.noise_multiplier, plan.steps_per_round)
         verdict = ledger.check(event)
         if not verdict.allowed:
@@ -114,6 +120,22 @@ class RecordLevelDp:
                 f"{verdict.epsilon_now:.3f} to {verdict.epsilon_after:.3f}, past "
                 f"privacy.target_epsilon={plan.target_epsilon}); it no longer trains")
         return plan, ledger, event
+
+    def charge(self, participant_id: int, plan: RecordLevelPlan, ledger: Ledger,
+               event: DpEvent, *, server_round: int) -> tuple[dict[str, Any], dict[str, float]]:
+        """Record that the mechanism ran (in the host's own record first, then the
+        carried ledger); return (carried ``record_dp`` state, metrics)."""
+        charged = DpEvent(event.sample_rate, event.noise_multiplier, event.steps,
+                          server_round=server_round, charge_id=secrets.token_hex(8))
+        record = self._record(participant_id)
+        record.append(charged)
+        path = self._record_path(participant_id)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps([asdict(e) for e in record]))
+            os.replace(tmp, path)
+        return settle(plan, ledger, charged, server_round=server_round)
 
     def begin(self, optimizer: torch.optim.Optimizer, *, num_examples: int,
               state: dict[str, Any] | None, seed: int, participant_id: int,
@@ -136,14 +158,16 @@ class RecordLevelDp:
                             p.grad.add_(p - p0, alpha=proximal_mu)
 
             dp_opt.attach_step_hook(proximal)
-        return RecordLevelSession(plan, ledger, event, dp_opt)
+        return RecordLevelSession(self, participant_id, plan, ledger, event, dp_opt)
 
 
 class RecordLevelSession:
     """One participant's DP-SGD for one round."""
 
-    def __init__(self, plan: RecordLevelPlan, ledger: Ledger, event: DpEvent,
-                 optimizer: DPOptimizer) -> None:
+    def __init__(self, dp: RecordLevelDp, participant_id: int, plan: RecordLevelPlan,
+                 ledger: Ledger, event: DpEvent, optimizer: DPOptimizer) -> None:
+        self.dp = dp
+        self.participant_id = participant_id
         self.plan = plan
         self.ledger = ledger
         self.event = event
@@ -158,14 +182,15 @@ class RecordLevelSession:
 
     def finish(self, server_round: int) -> tuple[dict[str, Any], dict[str, float]]:
         """Record the round's event; return (carried state, metrics to report)."""
-        return settle(self.plan, self.ledger, self.event, server_round=server_round)
+        return self.dp.charge(self.participant_id, self.plan, self.ledger, self.event,
+                              server_round=server_round)
 
 
 def settle(plan: RecordLevelPlan, ledger: Ledger, event: DpEvent, *,
            server_round: int) -> tuple[dict[str, Any], dict[str, float]]:
     """Spend ``event`` in ``ledger``; return (carried ``record_dp`` state, metrics)."""
     ledger.spend(DpEvent(event.sample_rate, event.noise_multiplier, event.steps,
-                         server_round=server_round))
+                         server_round=server_round, charge_id=event.charge_id))
     state = {"plan": plan.__dict__.copy(), "ledger": ledger.state_dict()}
     metrics = {"epsilon": ledger.epsilon(), "delta": plan.delta,
                "noise_multiplier": plan.noise_multiplier,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from rayfed.errors import ConfigError
 from rayfed.privacy.accounting import Accountant, DpEvent, epsilon, solve_noise_multiplier
@@ -182,6 +183,56 @@ def replan_user_level(plan: UserLevelPlan, *, spent: list[DpEvent], rounds_done:
         else:
             hi = mid
     return replace(plan, noise_multiplier=hi, solved_for_rounds=rounds)
+
+
+@dataclass(frozen=True)
+class RecordLevelPlan:
+    """One participant's DP-SGD: σ solved for its own shard, for every planned round."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    delta: float
+    sample_rate: float
+    steps_per_round: int
+    target_epsilon: float | None
+    accountant: Accountant
+
+
+@lru_cache(maxsize=256)
+def record_level_plan(settings: RecordLevelSettings, num_examples: int) -> RecordLevelPlan:
+    """The plan of a participant with ``num_examples`` training examples.
+
+    The same pure function in the participant's host and at the server, which
+    keeps its own copy of every participant's ledger (``rayfed.privacy.server``).
+    """
+    st = settings
+    q, steps = record_steps(num_examples=num_examples, batch_size=st.batch_size,
+                            local_epochs=st.local_epochs)
+    delta = st.delta if st.delta is not None else default_delta(num_examples)
+    sigma = st.noise_multiplier
+    if sigma is None:
+        sigma = solve_noise_multiplier(target_epsilon=st.target_epsilon or 0.0, delta=delta,
+                                       sample_rate=q, steps=steps * st.rounds,
+                                       accountant=st.accountant)
+    return RecordLevelPlan(sigma, st.clipping_norm, delta, q, steps, st.target_epsilon,
+                           st.accountant)
+
+
+def shard_problems(plan: PrivacyPlan, shard_sizes: dict[int, int]) -> list[str]:
+    """Checks that need the participants' shard sizes (known once hosts built them).
+
+    At record level δ must stay below 1/n for every shard of n records: a δ of
+    1/n or more allows a mechanism that publishes one record outright.
+    """
+    record = plan.record
+    if record is None or record.delta is None or not shard_sizes:
+        return []
+    pid, largest = max(shard_sizes.items(), key=lambda kv: kv[1])
+    if record.delta < 1.0 / largest:
+        return []
+    return [f"privacy.delta={record.delta} must be below 1/(largest shard) = 1/{largest} = "
+            f"{1.0 / largest:.3g} at record level (participant {pid} holds {largest} "
+            "records); set it lower, e.g. 1e-5, or leave it null for a safe default"]
 
 
 def record_steps(*, num_examples: int, batch_size: int, local_epochs: int) -> tuple[float, int]:

@@ -16,13 +16,14 @@ ledger and never resets ε.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from rayfed.errors import CheckpointError
 from rayfed.privacy.plan import PrivacyPlan
+from rayfed.privacy.record_level import RecordLedgers
 from rayfed.privacy.user_level import UserLevelDp
 from rayfed.types import Failure, FitRes, PartialAggregate
 
@@ -41,8 +42,8 @@ class ServerPrivacy:
     def __init__(self, plan: PrivacyPlan, *, seed: int) -> None:
         self.mode = plan.mode
         self.user = UserLevelDp(plan.user, seed=seed) if plan.user is not None else None
-        # Record level: the latest ε, δ and σ each participant reported.
-        self.record: dict[int, dict[str, float]] = {}
+        # Record level: the server's own copy of each participant's ledger.
+        self.record = RecordLedgers(plan.record) if plan.record is not None else None
         self.budget_exhausted = False
         self.reason = ""
 
@@ -69,6 +70,16 @@ class ServerPrivacy:
             return False
         return True
 
+    def dispatch(self, server_round: int, selected: Sequence[int],
+                 shard_sizes: Mapping[int, int]) -> tuple[list[int], list[Failure]]:
+        """Who may train this round. At record level each participant is charged
+        here, when its update is about to be computed, whatever becomes of it."""
+        if self.record is None:
+            return list(selected), []
+        allowed, refused = self.record.dispatch(server_round, selected, shard_sizes)
+        return allowed, [Failure(pid, server_round, "error", why)
+                         for pid, why in refused.items()]
+
     def end_round(self, server_round: int, *, released: bool) -> None:
         """Charge the round's event to the ledger if its noised sum was released.
 
@@ -85,11 +96,8 @@ class ServerPrivacy:
 
     def observe(self, results: Sequence[FitRes | PartialAggregate | Failure],
                 failures: Sequence[Failure] = ()) -> None:
-        """Note the record-level ε that participants report with their updates.
-
-        A round in which nobody trained because every selected participant had
-        spent its record-level budget ends the run as ``budget_exhausted``.
-        """
+        """A round in which nobody trained because every selected participant had
+        spent its record-level budget ends the run as ``budget_exhausted``."""
         if (self.user is None and failures and not results
                 and all(BUDGET_REFUSAL in f.reason for f in failures)):
             self.budget_exhausted = True
@@ -97,23 +105,11 @@ class ServerPrivacy:
                            f"in round {failures[0].server_round} have spent "
                            "privacy.target_epsilon at record level; stopped")
             log.warning(self.reason)
-        for r in results:
-            if isinstance(r, FitRes) and "epsilon" in r.metrics:
-                self.record[r.participant_id] = _privacy_metrics(r.metrics)
-            elif isinstance(r, PartialAggregate) and "epsilon" in r.max_metrics:
-                # A partial sum carries the maximum over its participants.
-                for pid in r.participant_ids:
-                    self.record[pid] = _privacy_metrics(r.max_metrics)
 
     def metrics(self) -> dict[str, float]:
         if self.user is not None:
             return self.user.metrics()
-        if not self.record:
-            return {}
-        worst = max(self.record.values(), key=lambda m: m["epsilon"])
-        return {"epsilon": worst["epsilon"], "delta": worst["delta"],
-                "noise_multiplier": worst["noise_multiplier"],
-                "clipping_norm": worst["clipping_norm"]}
+        return self.record.metrics() if self.record is not None else {}
 
     def summary(self) -> dict[str, Any]:
         m = self.metrics()
@@ -124,23 +120,26 @@ class ServerPrivacy:
     def ledger_rows(self) -> list[dict[str, Any]]:
         if self.user is not None:
             return self.user.ledger.rows()
-        return [{"participant_id": pid, **m} for pid, m in sorted(self.record.items())]
+        return self.record.rows() if self.record is not None else []
 
     def state_dict(self) -> dict[str, Any]:
         return {"user": self.user.state_dict() if self.user else None,
-                "record": dict(self.record), "budget_exhausted": self.budget_exhausted}
+                "record": self.record.state_dict() if self.record is not None else None,
+                "budget_exhausted": self.budget_exhausted}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Continue a checkpoint's ledger. A private run's checkpoint without its
         ledger is refused: resuming from it would restart ε at 0."""
-        if not isinstance(state, dict) or (self.user is not None and not state.get("user")):
+        if (not isinstance(state, dict) or (self.user is not None and not state.get("user"))
+                or (self.record is not None and state.get("record") is None)):
             raise CheckpointError(
                 f"the checkpoint of this privacy={self.mode} run holds no privacy ledger, so "
                 "resuming would restart ε at 0; it is refused. Start a fresh run "
                 "(resume=false) or restore the run's own checkpoint")
         if self.user is not None:
             self.user.load_state_dict(state["user"])
-        self.record = dict(state["record"])
+        if self.record is not None:
+            self.record.load_state_dict(state["record"])
         self.budget_exhausted = bool(state["budget_exhausted"])
 
 
@@ -158,6 +157,10 @@ class NullPrivacy:
 
     def begin_round(self, server_round: int) -> bool:
         return True
+
+    def dispatch(self, server_round: int, selected: Sequence[int],
+                 shard_sizes: Mapping[int, int]) -> tuple[list[int], list[Failure]]:
+        return list(selected), []
 
     def end_round(self, server_round: int, *, released: bool) -> None:
         pass
@@ -184,8 +187,3 @@ class NullPrivacy:
 
 def build_privacy(plan: PrivacyPlan, *, seed: int) -> ServerPrivacy | NullPrivacy:
     return ServerPrivacy(plan, seed=seed) if plan.mode != "none" else NullPrivacy()
-
-
-def _privacy_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: float(metrics[k]) for k in ("epsilon", "delta", "noise_multiplier",
-                                           "clipping_norm") if k in metrics}

@@ -30,11 +30,11 @@ from tests.conftest import small_config
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-# Participant id -> mode: ids 0-9 are bad; 10-13 good. Pooled actors get ids
+# Participant id -> mode: the first ids are bad, the last four good. Pooled actors get ids
 # interleaved (evens / odds), so each actor holds two good updates, which sets
 # the median norm its own screening compares `huge_norm` with.
 MODES = dict(enumerate(sorted(MALFORMED)))
-GOOD = [10, 11, 12, 13]
+GOOD = list(range(len(MODES), len(MODES) + 4))
 NUM_CLIENTS = len(MODES) + len(GOOD)
 
 
@@ -87,6 +87,10 @@ REASONS = {
     "zero_examples": "num_examples=0 must be > 0",
     "negative_examples": "num_examples=-5 must be > 0",
     "excess_examples": "exceeds the participant's shard", "huge_norm": "the round's median norm",
+    # Issue #15, item 10: a Python list once skipped screening (a 10⁶× update was
+    # accepted, a NaN list crashed the run).
+    "python_list": "a list, expected a float32 numpy array",
+    "nan_list": "a list, expected a float32 numpy array",
 }
 
 

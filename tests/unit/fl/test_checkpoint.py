@@ -110,7 +110,7 @@ def test_flipped_byte_is_reported_as_corrupt(tmp_path: Path, where: str) -> None
     path = tmp_path / "c.ckpt"
     save_checkpoint(path, state(1))
     blob = bytearray(path.read_bytes())
-    offset = {"digest": len(MAGIC) + 5, "payload_start": len(MAGIC) + 32,
+    offset = {"digest": len(MAGIC) + 5, "payload_start": len(MAGIC) + 64,
               "payload_end": len(blob) - 1}[where]
     blob[offset] ^= 0x01
     path.write_bytes(bytes(blob))
@@ -122,7 +122,7 @@ def test_flipped_byte_is_reported_as_corrupt(tmp_path: Path, where: str) -> None
     b"",
     b"PICKLE" + bytes(64),
     MAGIC[:-1] + b"X" + bytes(64),
-    MAGIC + bytes(31),  # too short to hold the digest
+    MAGIC + bytes(63),  # too short to hold the digest and the HMAC
 ], ids=["empty", "foreign", "wrong_magic", "truncated"])
 def test_bad_header_is_rejected(tmp_path: Path, blob: bytes) -> None:
     path = tmp_path / "c.ckpt"

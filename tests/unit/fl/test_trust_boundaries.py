@@ -22,7 +22,7 @@ import torch
 
 from rayfed.errors import CheckpointError
 from rayfed.fl import safe_format
-from rayfed.fl.checkpoint import MAGIC, load_checkpoint, save_checkpoint
+from rayfed.fl.checkpoint import MAGIC, frame, load_checkpoint, load_key, save_checkpoint
 from rayfed.fl.participant import LocalTraining, Participant
 from rayfed.types import Failure, FitIns, RoundResult
 
@@ -90,7 +90,10 @@ class _Payload:
 
 
 def _framed(payload: bytes, magic: bytes = MAGIC) -> bytes:
-    # A valid header and checksum: the checksum detects corruption, not tampering.
+    # A valid header, checksum and HMAC: an attacker who holds the key gets past
+    # the header, and the payload must still be refused on its own.
+    if magic == MAGIC:
+        return frame(payload, load_key())
     return magic + hashlib.sha256(payload).digest() + payload
 
 
