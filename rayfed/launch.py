@@ -31,38 +31,57 @@ def _group_options(config_dir: Path, group: str) -> list[str]:
 
 
 def preflight(overrides: Sequence[str], *, config_dir: Path,
-              config_name: str = "config") -> list[str]:
+              config_name: str = "config", sweep: bool = False) -> list[str]:
     """Every problem with a command line, found without starting anything.
 
-    Hydra stops at the first bad override; this checks group choices itself,
-    drops each override Hydra rejects and composes again, then runs
+    Hydra stops at the first bad override; this checks group choices and keys
+    itself (a key the schema lacks, with or without ``+``, names the closest valid
+    key; a key of a feature group that is off names the groups to select), drops
+    each override Hydra rejects and composes again, then runs
     :func:`rayfed.config.validate` on the result, so that one run reports all.
-    Sweep overrides (``a=1,2``) are left to each multirun job's own check.
+    Sweep values (``a=1,2``) are left to each multirun job's own check, but their
+    keys are checked here; with ``sweep`` (``-m``) the composed config lacks the
+    swept values, so :func:`~rayfed.config.validate` is left to each trial too.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from rayfed.config import register_configs, to_config
+    from rayfed.overrides import feature_off_problem, schema_of, unknown_key_problem
 
     register_configs()
     problems: list[str] = []
     keep: list[str] = []
+    # (override, key) pairs whose group must be on; checked once composed.
+    feature_keys: list[tuple[str, str]] = []
+    swept_groups: set[str] = set()
+    schema = schema_of(Config())
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except Exception as exc:  # Hydra's grammar errors already name the override
         return [str(exc).splitlines()[0]]
     for o in parsed:
-        if o.is_sweep_override():
-            continue
         key = o.key_or_group.split("@")[0].lstrip("+~/")
+        line = o.input_line or key
+        if key.startswith("hydra") or "/" in key:
+            continue
+        unknown = unknown_key_problem(line, key, schema, GROUPS)
+        if unknown:
+            problems.append(unknown)
+            continue
+        if o.is_sweep_override():
+            swept_groups.add(key)
+            feature_keys.append((line, key))
+            continue
         if key in GROUPS and isinstance(o.value(), str):
             options = _group_options(config_dir, key)
             if o.value() not in options:
                 problems.append(f"{key}={o.value()!r} is not one of {options}; pick one of "
                                 f"those (files in conf/{key}/)")
                 continue
-        if not key.startswith("hydra") and o.input_line is not None:
+        feature_keys.append((line, key))
+        if o.input_line is not None:
             keep.append(o.input_line)
 
     if GlobalHydra.instance().is_initialized():
@@ -83,7 +102,16 @@ def preflight(overrides: Sequence[str], *, config_dir: Path,
                 keep.remove(bad)
         else:
             return problems
-    problems.extend(validate(cfg))
+    selected = {g: getattr(cfg, g).name for g in GROUPS if hasattr(getattr(cfg, g, None), "name")}
+    options = {g: _group_options(config_dir, g) for g in selected}
+    for line, key in feature_keys:
+        if key.split(".")[0] in swept_groups:
+            continue  # the group itself is swept: each trial's own check decides
+        off = feature_off_problem(line, key, selected, options)
+        if off:
+            problems.append(off)
+    if not sweep:
+        problems.extend(validate(cfg))
     return problems
 
 
@@ -237,9 +265,9 @@ def main_guard(argv: Sequence[str], *, config_dir: Path) -> None:
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if not a.startswith("-") and "=" in a]
-    if multirun or any(re.match(r"^--(help|info|cfg|hydra-help)", a) for a in argv):
+    if any(re.match(r"^--(help|info|cfg|hydra-help)", a) for a in argv):
         return
-    problems = preflight(overrides, config_dir=config_dir)
+    problems = preflight(overrides, config_dir=config_dir, sweep=multirun)
     if problems:
         print(f"rayfed: invalid configuration ({len(problems)} problem(s)); nothing was "
               "started:", file=sys.stderr)
