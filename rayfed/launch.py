@@ -153,14 +153,15 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
     from rayfed.compression.final import export_final_model
     from rayfed.fl.orchestrator import Orchestrator
     from rayfed.tracking import NullTracker, RunStatus, Tracker
-    from rayfed.tracking.mlflow import MlflowTracker
+    from rayfed.tracking.mlflow import MlflowTracker, hydra_choices
     from rayfed.tracking.plots import plot_rounds
 
     console = Console()
     out_dir = Path(cfg.output_dir)
     summary_path = out_dir / "summary.json"
     tracker: Tracker = (MlflowTracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
-                                      run_name=run_name or cfg.name, parent_run_id=parent_run_id)
+                                      run_name=run_name or cfg.name, parent_run_id=parent_run_id,
+                                      choices=hydra_choices())
                         if cfg.tracking.enabled else NullTracker())
     orch: Orchestrator | None = None
     summary: dict[str, Any] = {"status": "FAILED"}
