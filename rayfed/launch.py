@@ -121,24 +121,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _result_table(summary: dict[str, Any]) -> Any:
-    from rich.table import Table
+    from rayfed.tracking.console import result_table
 
-    table = Table(title="rayfed result", show_header=False)
-    acc = summary.get("final_accuracy")
-    rows = [
-        ("status", summary.get("status")),
-        ("final test accuracy", f"{acc:.4f}" if acc is not None else "n/a"),
-        ("rounds completed", f"{summary.get('rounds_completed')}"
-                             f" (aborted {summary.get('rounds_aborted', 0)})"),
-        ("wall seconds", f"{summary.get('wall_seconds', 0):.1f}"),
-        ("mean round seconds", f"{summary.get('mean_round_seconds') or 0:.3f}"),
-        ("bytes uploaded", f"{summary.get('bytes_uploaded', 0):,}"),
-        ("MLflow run", str(summary.get("mlflow_run_id"))),
-        ("summary", str(summary.get("summary_path"))),
-    ]
-    for k, v in rows:
-        table.add_row(k, str(v))
-    return table
+    return result_table(summary)
 
 
 def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
@@ -148,23 +133,41 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
 
     ``parent_run_id``: the MLflow run of the sweep this run is a trial of."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rayfed.compression.final import export_final_model
-    from rayfed.fl.orchestrator import Orchestrator
-    from rayfed.tracking import NullTracker, RunStatus, Tracker
+    from rayfed.tracking import NullTracker, Tracker
+    from rayfed.tracking.console import quiet_library_notices, round_log
     from rayfed.tracking.mlflow import MlflowTracker, hydra_choices
-    from rayfed.tracking.plots import plot_rounds
 
     console = Console()
-    out_dir = Path(cfg.output_dir)
-    summary_path = out_dir / "summary.json"
     tracker: Tracker = (MlflowTracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
                                       run_name=run_name or cfg.name, parent_run_id=parent_run_id,
                                       choices=hydra_choices())
                         if cfg.tracking.enabled else NullTracker())
+    with quiet_library_notices(), round_log() as rounds_log:
+        summary = _run(cfg, tracker, console, rounds_log, resolved_yaml=resolved_yaml,
+                       show_progress=show_progress)
+    # After the run has closed (Ray and its actors shut down), so that no warning
+    # of theirs lands below the table.
+    console.print(_result_table(summary))
+    return summary
+
+
+def _run(cfg: Config, tracker: Any, console: Any, rounds_log: logging.Logger, *,
+         resolved_yaml: str | None, show_progress: bool) -> dict[str, Any]:
+    """The run itself: rounds with progress, then every artifact; the caller prints."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rayfed.compression.final import export_final_model
+    from rayfed.fl.orchestrator import Orchestrator
+    from rayfed.tracking import RunStatus
+    from rayfed.tracking.plots import plot_rounds
+
+    out_dir = Path(cfg.output_dir)
+    summary_path = out_dir / "summary.json"
     orch: Orchestrator | None = None
     summary: dict[str, Any] = {"status": "FAILED"}
+    rounds_log.info("run %s: %d rounds, output in %s", cfg.name, cfg.fl.rounds,
+                    out_dir.resolve())
     try:
         orch = Orchestrator(cfg, tracker=tracker)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -176,6 +179,9 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
                 if r.status == "aborted":
                     console.print(f"[yellow]{r.reason}")
                 acc = f"acc={r.test_accuracy:.3f} " if r.test_accuracy is not None else ""
+                rounds_log.info("round %d/%d %s: %sreported=%d/%d %.2fs%s", r.server_round,
+                                cfg.fl.rounds, r.status, acc, r.num_reported, r.num_selected,
+                                r.seconds, f" ({r.reason})" if r.status == "aborted" else "")
                 progress.update(task, advance=1,
                                 info=f"{acc}reported={r.num_reported}/{r.num_selected} "
                                      f"{r.seconds:.2f}s")
@@ -207,7 +213,8 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
             orch.evaluate()  # leaves the final global weights in orch.model
             tracker.log_model(orch.model, input_example=orch._x_test[:4].numpy())
         tracker.finish("FINISHED")
-        console.print(_result_table(summary))
+        rounds_log.info("finished: %s", json.dumps({k: summary.get(k) for k in (
+            "final_accuracy", "epsilon", "delta", "rounds_completed", "wall_seconds")}))
         return summary
     except BaseException as exc:
         status: RunStatus = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"

@@ -59,6 +59,24 @@ def hydra_choices() -> dict[str, str]:
             if v is not None and not str(k).startswith("hydra") and k != "base_config"}
 
 
+def _owning_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose every tensor owns its storage.
+
+    ``rayfed.models.params.set_flat`` loads weights with ``vector_to_parameters``,
+    which leaves each parameter a view into one flat vector; torch's export archive,
+    which MLflow 3 writes, then finds no tensor covering that shared storage and
+    warns "No complete tensor found in the group" on every run."""
+    import copy
+
+    import torch
+
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for t in (*clone.parameters(), *clone.buffers()):
+            t.data = t.data.clone()
+    return clone
+
+
 class MlflowTracker:
     def __init__(self, *, uri: str | None, experiment: str, run_name: str | None = None,
                  parent_run_id: str | None = None,
@@ -119,6 +137,7 @@ class MlflowTracker:
 
         if self.run_id is None:
             return
+        model = _owning_copy(model)
         with torch.no_grad():
             output = model(torch.as_tensor(input_example)).numpy()
         signature = infer_signature(np.asarray(input_example), output)
