@@ -39,7 +39,8 @@ SHORT = ["fl.rounds=1", "tracking.log_model=false"]
 EXTRA = {
     "resume=true": ["fl.rounds=2"],
     "fl.rounds=100 resume=true": ["fl.rounds=3"],
-    "experiment=cross_device": ["fl.num_clients=200", "fl.clients_per_round=20"],
+    "experiment=cross_device": ["fl.num_clients=200", "fl.clients_per_round=20",
+                                "fl.min_clients=10"],
 }
 # Run through the real command line, with these overrides appended.
 SUBPROCESS = {
@@ -152,9 +153,13 @@ def test_federated_doc_commands_run(tmp_path, ray_session):
         if tuple(overrides) in seen:
             continue
         seen.add(tuple(overrides))
+        # "Continue the last run": the default run and its resumes have a checkpoint
+        # folder of their own, so that the last run of the name is the default one
+        # (other commands above share the name digits-mlp-fedavg with other configs).
+        chain = not overrides or "resume=true" in overrides
         args = [*overrides, *SHORT, *EXTRA.get(" ".join(overrides), []),
                 f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                f"checkpoint.dir={tmp_path}/checkpoints"]
+                f"checkpoint.dir={tmp_path}/{'resume' if chain else 'checkpoints'}"]
         GlobalHydra.instance().clear()
         assert preflight(args, config_dir=CONF) == [], (file, command)
         GlobalHydra.instance().clear()
@@ -169,7 +174,8 @@ def test_federated_doc_commands_run(tmp_path, ray_session):
 @pytest.mark.parametrize("command", sorted(SUBPROCESS))
 def test_subprocess_doc_commands_exit_0(command, tmp_path):
     assert any(c == command for _, c in doc_commands()), f"no longer in the docs: {command}"
-    args = [*shlex.split(command)[1:], *SUBPROCESS[command],
+    script, *words = shlex.split(command)[1:]
+    args = [str(REPO / script), *words, *SUBPROCESS[command],
             f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
     proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=job_env(),
                           capture_output=True, text=True, timeout=300)
