@@ -33,38 +33,58 @@ def _group_options(config_dir: Path, group: str) -> list[str]:
 
 
 def preflight(overrides: Sequence[str], *, config_dir: Path,
-              config_name: str = "config", validate_all: bool = True) -> list[str]:
+              config_name: str = "config", sweep: bool = False,
+              validate_all: bool = True) -> list[str]:
     """Every problem with a command line, found without starting anything.
 
-    Hydra stops at the first bad override; this checks group choices itself,
-    drops each override Hydra rejects and composes again, then runs
+    Hydra stops at the first bad override; this checks group choices and keys
+    itself (a key the schema lacks, with or without ``+``, names the closest valid
+    key; a key of a feature group that is off names the groups to select), drops
+    each override Hydra rejects and composes again, then runs
     :func:`rayfed.config.validate` on the result, so that one run reports all.
-    Sweep overrides (``a=1,2``) are left to each multirun job's own check.
+    Sweep values (``a=1,2``) are left to each multirun job's own check, but their
+    keys are checked here; with ``sweep`` (``-m``) the composed config lacks the
+    swept values, so :func:`~rayfed.config.validate` is left to each trial too.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from rayfed.config import register_configs, to_config
+    from rayfed.overrides import feature_off_problem, schema_of, unknown_key_problem
 
     register_configs()
     problems: list[str] = []
     keep: list[str] = []
+    # (override, key) pairs whose group must be on; checked once composed.
+    feature_keys: list[tuple[str, str]] = []
+    swept_groups: set[str] = set()
+    schema = schema_of(Config())
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except Exception as exc:  # Hydra's grammar errors already name the override
         return [str(exc).splitlines()[0]]
     for o in parsed:
-        if o.is_sweep_override():
-            continue
         key = o.key_or_group.split("@")[0].lstrip("+~/")
+        line = o.input_line or key
+        if key.startswith("hydra") or "/" in key:
+            continue
+        unknown = unknown_key_problem(line, key, schema, GROUPS)
+        if unknown:
+            problems.append(unknown)
+            continue
+        if o.is_sweep_override():
+            swept_groups.add(key)
+            feature_keys.append((line, key))
+            continue
         if key in GROUPS and isinstance(o.value(), str):
             options = _group_options(config_dir, key)
             if o.value() not in options:
                 problems.append(f"{key}={o.value()!r} is not one of {options}; pick one of "
                                 f"those (files in conf/{key}/)")
                 continue
-        if not key.startswith("hydra") and o.input_line is not None:
+        feature_keys.append((line, key))
+        if o.input_line is not None:
             keep.append(o.input_line)
 
     if GlobalHydra.instance().is_initialized():
@@ -85,10 +105,18 @@ def preflight(overrides: Sequence[str], *, config_dir: Path,
                 keep.remove(bad)
         else:
             return problems
+    selected = {g: getattr(cfg, g).name for g in GROUPS if hasattr(getattr(cfg, g, None), "name")}
+    options = {g: _group_options(config_dir, g) for g in selected}
+    for line, key in feature_keys:
+        if key.split(".")[0] in swept_groups:
+            continue  # the group itself is swept: each trial's own check decides
+        off = feature_off_problem(line, key, selected, options)
+        if off:
+            problems.append(off)
     # ``validate_all=False`` (the job's own guard): with no problem so far the run
     # itself validates, once, in rayfed.plan.resolve; otherwise validate here so
-    # that one message lists everything.
-    if validate_all or problems:
+    # that one message lists everything. A sweep's trials each validate their own.
+    if not sweep and (validate_all or problems):
         problems.extend(validate(cfg))
     return problems
 
@@ -99,24 +127,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _result_table(summary: dict[str, Any]) -> Any:
-    from rich.table import Table
+    from rayfed.tracking.console import result_table
 
-    table = Table(title="rayfed result", show_header=False)
-    acc = summary.get("final_accuracy")
-    rows = [
-        ("status", summary.get("status")),
-        ("final test accuracy", f"{acc:.4f}" if acc is not None else "n/a"),
-        ("rounds completed", f"{summary.get('rounds_completed')}"
-                             f" (aborted {summary.get('rounds_aborted', 0)})"),
-        ("wall seconds", f"{summary.get('wall_seconds', 0):.1f}"),
-        ("mean round seconds", f"{summary.get('mean_round_seconds') or 0:.3f}"),
-        ("bytes uploaded", f"{summary.get('bytes_uploaded', 0):,}"),
-        ("MLflow run", str(summary.get("mlflow_run_id"))),
-        ("summary", str(summary.get("summary_path"))),
-    ]
-    for k, v in rows:
-        table.add_row(k, str(v))
-    return table
+    return result_table(summary)
 
 
 def run_federated(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
@@ -127,24 +140,44 @@ def run_federated(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
     The config is resolved into its plan here, once (validation included).
     ``parent_run_id``: the MLflow run of the sweep this run is a trial of."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rayfed.compression.final import export_final_model
-    from rayfed.fl.orchestrator import Orchestrator
-    from rayfed.tracking import NullTracker, RunStatus, Tracker
-    from rayfed.tracking.mlflow import MlflowTracker
-    from rayfed.tracking.plots import plot_rounds
+    from rayfed.tracking import NullTracker, Tracker
+    from rayfed.tracking.console import quiet_library_notices, round_log
+    from rayfed.tracking.mlflow import MlflowTracker, hydra_choices
 
     plan = cfg if isinstance(cfg, RunPlan) else resolve(cfg)
     cfg = plan.config
     console = Console()
+    tracker: Tracker = (MlflowTracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
+                                      run_name=run_name or cfg.name, parent_run_id=parent_run_id,
+                                      choices=hydra_choices())
+                        if cfg.tracking.enabled else NullTracker())
+    with quiet_library_notices(), round_log() as rounds_log:
+        summary = _run(plan, tracker, console, rounds_log, resolved_yaml=resolved_yaml,
+                       show_progress=show_progress)
+    # After the run has closed (Ray and its actors shut down), so that no warning
+    # of theirs lands below the table.
+    console.print(_result_table(summary))
+    return summary
+
+
+def _run(plan: RunPlan, tracker: Any, console: Any, rounds_log: logging.Logger, *,
+         resolved_yaml: str | None, show_progress: bool) -> dict[str, Any]:
+    """The run itself: rounds with progress, then every artifact; the caller prints."""
+    cfg = plan.config
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rayfed.compression.final import export_final_model
+    from rayfed.fl.orchestrator import Orchestrator
+    from rayfed.tracking import RunStatus
+    from rayfed.tracking.plots import plot_rounds
+
     out_dir = Path(cfg.output_dir)
     summary_path = out_dir / "summary.json"
-    tracker: Tracker = (MlflowTracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
-                                      run_name=run_name or cfg.name, parent_run_id=parent_run_id)
-                        if cfg.tracking.enabled else NullTracker())
     orch: Orchestrator | None = None
     summary: dict[str, Any] = {"status": "FAILED"}
+    rounds_log.info("run %s: %d rounds, output in %s", cfg.name, cfg.fl.rounds,
+                    out_dir.resolve())
     try:
         orch = Orchestrator(plan, tracker=tracker)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -156,6 +189,9 @@ def run_federated(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
                 if r.status == "aborted":
                     console.print(f"[yellow]{r.reason}")
                 acc = f"acc={r.test_accuracy:.3f} " if r.test_accuracy is not None else ""
+                rounds_log.info("round %d/%d %s: %sreported=%d/%d %.2fs%s", r.server_round,
+                                cfg.fl.rounds, r.status, acc, r.num_reported, r.num_selected,
+                                r.seconds, f" ({r.reason})" if r.status == "aborted" else "")
                 progress.update(task, advance=1,
                                 info=f"{acc}reported={r.num_reported}/{r.num_selected} "
                                      f"{r.seconds:.2f}s")
@@ -187,7 +223,8 @@ def run_federated(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
             orch.evaluate()  # leaves the final global weights in orch.model
             tracker.log_model(orch.model, input_example=orch._x_test[:4].numpy())
         tracker.finish("FINISHED")
-        console.print(_result_table(summary))
+        rounds_log.info("finished: %s", json.dumps({k: summary.get(k) for k in (
+            "final_accuracy", "epsilon", "delta", "rounds_completed", "wall_seconds")}))
         return summary
     except BaseException as exc:
         status: RunStatus = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
@@ -247,9 +284,9 @@ def main_guard(argv: Sequence[str], *, config_dir: Path) -> None:
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if not a.startswith("-") and "=" in a]
-    if multirun or any(re.match(r"^--(help|info|cfg|hydra-help)", a) for a in argv):
+    if any(re.match(r"^--(help|info|cfg|hydra-help)", a) for a in argv):
         return
-    problems = preflight(overrides, config_dir=config_dir, validate_all=False)
+    problems = preflight(overrides, config_dir=config_dir, sweep=multirun, validate_all=False)
     if problems:
         _exit_invalid(problems)
 

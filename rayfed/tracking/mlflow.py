@@ -46,9 +46,41 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def hydra_choices() -> dict[str, str]:
+    """The config group choices of the running Hydra job (``{"strategy": "fedprox"}``),
+    empty outside one. A choice is a file name (``secure_agg=ckks16384``), which the
+    typed config does not hold; a sweep over a group is tabulated by it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {str(k): str(v) for k, v in choices.items()
+            if v is not None and not str(k).startswith("hydra") and k != "base_config"}
+
+
+def _owning_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose every tensor owns its storage.
+
+    ``rayfed.models.params.set_flat`` loads weights with ``vector_to_parameters``,
+    which leaves each parameter a view into one flat vector; torch's export archive,
+    which MLflow 3 writes, then finds no tensor covering that shared storage and
+    warns "No complete tensor found in the group" on every run."""
+    import copy
+
+    import torch
+
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for t in (*clone.parameters(), *clone.buffers()):
+            t.data = t.data.clone()
+    return clone
+
+
 class MlflowTracker:
     def __init__(self, *, uri: str | None, experiment: str, run_name: str | None = None,
-                 parent_run_id: str | None = None) -> None:
+                 parent_run_id: str | None = None,
+                 choices: Mapping[str, str] | None = None) -> None:
         import mlflow
 
         self._mlflow = mlflow
@@ -58,6 +90,9 @@ class MlflowTracker:
         self._run_name = run_name
         # A sweep's trial: MLflow nests runs by this tag (rayfed.tracking.sweep).
         self._parent_run_id = parent_run_id
+        # Logged as params named by the group (`strategy` = fedprox) next to the
+        # typed config's `strategy.name` etc.
+        self._choices = dict(choices or {})
         self.run_id: str | None = None
 
     def start(self, *, params: Mapping[str, Any], tags: Mapping[str, str],
@@ -76,7 +111,7 @@ class MlflowTracker:
             all_tags["mlflow.parentRunId"] = self._parent_run_id
         run = self._client.create_run(exp_id, run_name=self._run_name, tags=all_tags)
         self.run_id = run.info.run_id
-        flat = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+        flat = [Param(k, v[:6000]) for k, v in {**flatten(params), **self._choices}.items()]
         for i in range(0, len(flat), 100):
             self._client.log_batch(self.run_id, params=flat[i : i + 100])
         self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])
@@ -102,6 +137,7 @@ class MlflowTracker:
 
         if self.run_id is None:
             return
+        model = _owning_copy(model)
         with torch.no_grad():
             output = model(torch.as_tensor(input_example)).numpy()
         signature = infer_signature(np.asarray(input_example), output)

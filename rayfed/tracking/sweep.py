@@ -7,8 +7,10 @@ hydra-ray-launcher's Ray tasks). Each trial finds its parent by the sweep's id
 tag (:func:`find_parent`) and sets MLflow's ``mlflow.parentRunId`` tag, so the
 MLflow UI nests the trials under the sweep. When the sweep ends, the callback
 logs the summary: a table of the trials, the same table averaged over seeds, and
-an accuracy plot over the first swept key (the privacy–utility curve when that
-key is ``privacy.target_epsilon``).
+an accuracy plot over the swept keys other than the seed (the privacy–utility
+curve when that key is ``privacy.target_epsilon``), with every trial as a dot and its data in
+``sweep_accuracy.json``. A swept config group (``strategy=fedavg,fedprox``) is
+tabulated by its choice, which the trial logs as a param named by the group.
 
 ``python -m rayfed.tracking.sweep <multirun dir | parent run id>`` writes and
 logs the summary again, e.g. after more trials were added to a sweep.
@@ -102,27 +104,63 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_sweep(settings: Sequence[Mapping[str, Any]], x_key: str, path: Path) -> Path:
-    """Mean final accuracy (± std over seeds) against ``x_key``."""
+def sweep_series(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """What the accuracy plot draws: every trial's final accuracy at its setting,
+    and each setting's mean ± sample std over its trials (seeds).
+
+    The x axis is the swept keys other than the seed (all swept keys when only the
+    seed is swept); several keys, or a config group, give categorical labels such as
+    ``strategy=fedprox fl.lr=0.1``, a single numeric key a numeric axis."""
+    x_keys = [k for k in keys if k not in REPLICATE_KEYS] or list(keys)
+
+    def label(row: Mapping[str, Any]) -> Any:
+        if len(x_keys) == 1:
+            return row[x_keys[0]]
+        return " ".join(f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+                        for k in x_keys)
+
+    trials = [{"x": label(r), "accuracy": r["accuracy"], "run_id": r["run_id"],
+               **{k: r[k] for k in keys}} for r in rows if r["accuracy"] is not None]
+    groups: dict[Any, list[float]] = {}
+    for t in trials:
+        groups.setdefault(t["x"], []).append(t["accuracy"])
+    means = [{"x": x, "accuracy_mean": statistics.fmean(accs),
+              "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+              "trials": len(accs)} for x, accs in groups.items()]
+    return {"x_key": " ".join(x_keys), "trials": trials, "means": means}
+
+
+def plot_sweep(series: Mapping[str, Any], path: Path) -> Path:
+    """Every trial's final accuracy (dots) and each setting's mean ± std (line)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [s for s in settings if s["accuracy_mean"] is not None]
-    xs = [s[x_key] for s in pts]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.errorbar(range(len(xs)) if any(isinstance(x, str) for x in xs) else xs,
-                [s["accuracy_mean"] for s in pts], yerr=[s["accuracy_std"] for s in pts],
-                marker="o", capsize=3)
-    if any(isinstance(x, str) for x in xs):
-        ax.set_xticks(range(len(xs)), [str(x) for x in xs])
-    elif "epsilon" in x_key and all(x > 0 for x in xs):
+    x_key, trials, means = series["x_key"], series["trials"], series["means"]
+    categorical = any(not isinstance(m["x"], float) for m in means)
+    position = {m["x"]: i for i, m in enumerate(means)} if categorical else None
+
+    def at(x: Any) -> float:
+        return float(position[x]) if position is not None else float(x)
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(means)), 3.5))
+    ax.scatter([at(t["x"]) for t in trials], [t["accuracy"] for t in trials], s=18,
+               alpha=0.6, label=f"trials ({len(trials)})")
+    ax.errorbar([at(m["x"]) for m in means], [m["accuracy_mean"] for m in means],
+                yerr=[m["accuracy_std"] for m in means], marker="o", capsize=3,
+                label="mean ± std over seeds")
+    if position is not None:
+        ax.set_xticks(list(position.values()), [str(x) for x in position],
+                      rotation=20 if len(means) > 3 else 0, ha="right" if len(means) > 3
+                      else "center")
+    elif "epsilon" in x_key and all(m["x"] > 0 for m in means):
         ax.set_xscale("log")
     ax.set_xlabel(x_key)
     ax.set_ylabel("final test accuracy")
     ax.set_title("privacy–utility" if "epsilon" in x_key else f"accuracy vs {x_key}")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -177,9 +215,12 @@ def summarize(uri: str, parent_run_id: str, out_dir: Path) -> dict[str, Any]:
         f"# {parent.info.run_name}: {len(rows)} trials\n\n## by setting\n\n"
         + markdown_table(settings) + "\n## trials\n\n" + markdown_table(rows))
     files = [out_dir / "sweep_trials.csv", out_dir / "sweep_summary.md"]
-    x_keys = [k for k in keys if k not in REPLICATE_KEYS] or keys
-    if x_keys and settings:
-        files.append(plot_sweep(settings, x_keys[0], out_dir / "sweep_accuracy.png"))
+    if keys and rows:
+        # The plotted data next to the plot, for reading back without an image.
+        series = sweep_series(rows, keys)
+        (out_dir / "sweep_accuracy.json").write_text(json.dumps(series, indent=2) + "\n")
+        files += [plot_sweep(series, out_dir / "sweep_accuracy.png"),
+                  out_dir / "sweep_accuracy.json"]
     for path in files:
         client.log_artifact(parent_run_id, str(path))
     best = max((r["accuracy"] for r in rows if r["accuracy"] is not None), default=None)

@@ -45,7 +45,7 @@ def test_default_experiment_from_the_command_line(tmp_path):
                           env=job_env(), capture_output=True, text=True, timeout=600)
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (summary_path,) = tmp_path.glob("outputs/default/*/summary.json")
+    (summary_path,) = tmp_path.glob("outputs/digits-mlp-fedavg/*/summary.json")
     summary = json.loads(summary_path.read_text())
     assert summary["status"] == "FINISHED"
     assert summary["rounds_completed"] == 50

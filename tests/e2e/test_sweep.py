@@ -49,7 +49,8 @@ def test_privacy_sweep_is_one_parent_run_with_six_children(tmp_path):
         assert r.info.run_name.startswith("privacy.target_epsilon=")
 
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
-    assert artifacts == {"sweep_accuracy.png", "sweep_summary.md", "sweep_trials.csv"}
+    assert artifacts == {"sweep_accuracy.png", "sweep_accuracy.json", "sweep_summary.md",
+                         "sweep_trials.csv"}
     assert (sweep_dir / "sweep_accuracy.png").stat().st_size > 10_000
     summary = (sweep_dir / "sweep_summary.md").read_text()
     assert "6 trials" in summary and summary.count("| FINISHED |") == 6
