@@ -38,7 +38,7 @@ from rayfed.config import Config
 from rayfed.errors import RayfedError
 from rayfed.privacy.accounting import Accountant, DpEvent, Ledger, solve_noise_multiplier
 from rayfed.privacy.noise import torch_noise_generator, warn_if_insecure
-from rayfed.privacy.settings import default_delta, record_steps
+from rayfed.privacy.settings import default_delta, record_steps, resolved_secure_rng
 
 
 class BudgetExhaustedError(RayfedError):
@@ -71,10 +71,10 @@ class RecordLevelDp:
     def __init__(self, cfg: Config, model: nn.Module) -> None:
         pc = cfg.privacy
         self._cfg = cfg
-        self.secure_rng = pc.secure_rng
+        self.secure_rng = resolved_secure_rng(cfg)
         self.model: GradSampleModule = wrap_model(model, grad_sample_mode=pc.grad_sample_mode)
         self._sigma_cache: dict[int, float] = {}
-        warn_if_insecure(pc.secure_rng, "privacy=local_dp")
+        warn_if_insecure(self.secure_rng, "privacy=local_dp")
 
     def plan(self, num_examples: int) -> RecordLevelPlan:
         pc, fl = self._cfg.privacy, self._cfg.fl

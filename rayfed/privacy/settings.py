@@ -77,11 +77,32 @@ def privacy_problems(cfg: Config) -> list[str]:
               f"privacy=central_dp needs strategy.reducer=weighted_mean (DP-FedAvg bounds the "
               f"sum of clipped updates), not {cfg.strategy.reducer!r}; use strategy=fedavg, "
               "fedavgm, fedadam, fedyogi or fedadagrad")
+    check(not (participants_noise_under_secure_agg(cfg) and pc.secure_rng is False
+               and not pc.allow_server_known_noise),
+          "privacy.secure_rng=false with secure_agg and noise added at the participants "
+          "lets the server regenerate every noise share from the round seeds it hands out "
+          "and subtract it; leave privacy.secure_rng unset (on) or set "
+          "privacy.allow_server_known_noise=true to accept that (reproducible tests only)")
     if pc.name == "local_dp":
         check(pc.noise_placement == "server",
               "privacy.noise_placement applies to central_dp only; local_dp always adds its "
               "noise at the participants (leave privacy.noise_placement=server)")
     return p
+
+
+def participants_noise_under_secure_agg(cfg: Config) -> bool:
+    """Participants add DP noise to updates that secure aggregation hides."""
+    pc = cfg.privacy
+    return cfg.secure_agg.name != "none" and (
+        pc.name == "local_dp" or (pc.name == "central_dp" and pc.noise_placement == "clients"))
+
+
+def resolved_secure_rng(cfg: Config) -> bool:
+    """``privacy.secure_rng``, or its default: on exactly where participants add
+    noise under secure aggregation (the server hands out every round seed)."""
+    if cfg.privacy.secure_rng is not None:
+        return bool(cfg.privacy.secure_rng)
+    return participants_noise_under_secure_agg(cfg)
 
 
 @dataclass(frozen=True)
@@ -118,7 +139,8 @@ def user_level_plan(cfg: Config) -> UserLevelPlan:
                          sample_rate=q, expected_clients=q * n, num_clients=n,
                          target_epsilon=pc.target_epsilon,
                          accountant=pc.accountant,  # type: ignore[arg-type]
-                         noise_placement=pc.noise_placement, secure_rng=pc.secure_rng)
+                         noise_placement=pc.noise_placement,
+                         secure_rng=resolved_secure_rng(cfg))
 
 
 def _solve(pc: PrivacyConfig, *, delta: float, sample_rate: float, steps: int,

@@ -6,6 +6,8 @@ names its key and the fix.
 
 from __future__ import annotations
 
+import math
+
 from rayfed.config import SECURE_AGG_MODES, Config, clients_per_round
 from rayfed.secure_agg.params import param_problems
 
@@ -24,8 +26,11 @@ def secure_agg_problems(cfg: Config) -> list[str]:
                         global_scale_bits=sa.global_scale_bits)
     if sa.encrypt_threads < 1:
         p.append(f"secure_agg.encrypt_threads={sa.encrypt_threads} must be >= 1")
-    if sa.decrypt_noise_std < 0:
-        p.append(f"secure_agg.decrypt_noise_std={sa.decrypt_noise_std} must be >= 0")
+    if (isinstance(sa.decrypt_noise_std, bool)
+            or not isinstance(sa.decrypt_noise_std, int | float)
+            or not math.isfinite(sa.decrypt_noise_std) or sa.decrypt_noise_std < 0):
+        p.append(f"secure_agg.decrypt_noise_std={sa.decrypt_noise_std!r} must be a finite "
+                 "number >= 0 (NaN would silently turn noise flooding off), e.g. 1e-6")
     if sa.min_participants < 2:
         p.append(f"secure_agg.min_participants={sa.min_participants} must be >= 2: a sum of "
                  "one participant is that participant's update")
