@@ -21,10 +21,10 @@ from rayfed.fl.orchestrator import Orchestrator
 from rayfed.fl.rounds import participant_seed, select_participants
 from rayfed.models import build_model, get_flat, spec_from_config
 from rayfed.pipeline import UpdateContext
+from rayfed.secure_agg import session
 from rayfed.secure_agg.ciphertexts import EncryptedUpdate
 from rayfed.secure_agg.keys import KeyAuthority
 from rayfed.secure_agg.params import PRESETS
-from rayfed.secure_agg import session
 from rayfed.secure_agg.session import KeyAuthorityActor, decryptor_options
 from rayfed.secure_agg.signing import KeyRegistry
 from rayfed.secure_agg.stage import EncryptMaterials, EncryptStage

@@ -68,7 +68,7 @@ def test_a_participants_own_signature_does_not_make_malformed_bytes_pass(authori
     # The decryptor parses again: the server forwarding a malformed term is refused.
     decryptor.begin_round(1, [0, 1])
     forged = resign(stage, replace(good, chunks=(wrong_scale, good.chunks[1])))
-    with pytest.raises(IntegrityError, match="malformed.*scale"):
+    with pytest.raises(IntegrityError, match=r"malformed.*scale"):
         decryptor.decrypt_aggregate(1, [0, 1], [forged, encrypt(stage, 1)])
 
 
@@ -105,7 +105,7 @@ def test_registry_one_key_per_id_sealed_before_round_one(authority):
     honest = ParticipantSigners()
     with pytest.raises(IntegrityError, match="participant 1 already has a registered key"):
         honest.enrol([0, 1], registry)
-    with pytest.raises(IntegrityError, match="not one of this run's fl.num_clients=2"):
+    with pytest.raises(IntegrityError, match=r"not one of this run's fl\.num_clients=2"):
         ParticipantSigners().enrol([7], registry)
     registry.seal()
     with pytest.raises(IntegrityError, match="after the key registry was sealed"):
