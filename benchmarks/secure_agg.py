@@ -145,7 +145,12 @@ def report(out: dict[str, Any]) -> str:
         f"| - participants encrypting (sum over {out['participants']}) | "
         f"{b['secure_agg_encrypt_seconds']:.3f} |",
         f"| - slowest participant encrypting | {b['secure_agg_encrypt_seconds_max']:.3f} |",
-        f"| - aggregator: homomorphic sum | {b['secure_agg_aggregate_seconds']:.3f} |",
+        f"| - participants signing (sum, SHA-256 + Ed25519) | "
+        f"{b.get('secure_agg_sign_seconds', 0.0):.3f} |",
+        f"| - server screening (parse + verify) | "
+        f"{b.get('secure_agg_screen_seconds', 0.0):.3f} |",
+        f"| - decryptor: verify signatures | {b.get('secure_agg_verify_seconds', 0.0):.3f} |",
+        f"| - homomorphic sum (parse + add) | {b['secure_agg_aggregate_seconds']:.3f} |",
         f"| - decryptor: decrypt | {b['secure_agg_decrypt_seconds']:.3f} |",
         f"| - decrypt call seen by the server | {b['secure_agg_decrypt_call_seconds']:.3f} |",
         f"| floor: encrypt {fl['ciphertexts']:.0f} ciphertexts | {fl['encrypt']:.3f} |",

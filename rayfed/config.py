@@ -38,6 +38,7 @@ from rayfed.fl.config import (
 )
 from rayfed.models.config import ModelConfig, model_problems
 from rayfed.privacy.config import AuditConfig, PrivacyConfig, audit_problems, privacy_problems
+from rayfed.privacy.plan import participants_add_hidden_noise
 from rayfed.secure_agg.config import SecureAggConfig, secure_agg_problems
 from rayfed.strategies.config import StrategyConfig, strategy_problems
 from rayfed.tracking.config import TrackingConfig
@@ -209,6 +210,13 @@ def _secure_aggregation(cfg: Config) -> list[str]:
                  "coordinates per participant, which a slot-wise sum cannot add; set "
                  "compression=none (docs/security.md, 'Compression')")
     pc = cfg.privacy
+    if (participants_add_hidden_noise(pc, secure_agg=True) and pc.secure_rng is False
+            and not pc.allow_server_known_noise):
+        p.append("privacy.secure_rng=false with secure_agg and noise added at the participants "
+                 "lets the server regenerate every noise share from the round seeds it hands "
+                 "out and subtract it; leave privacy.secure_rng unset (on) or set "
+                 "privacy.allow_server_known_noise=true to accept that (reproducible tests "
+                 "only)")
     if pc.name == "central_dp" and pc.noise_placement != "clients":
         p.append(f"privacy.noise_placement={pc.noise_placement!r} with secure_agg=ckks "
                  "would add the noise after decryption, so the sum would be released "

@@ -76,7 +76,8 @@ def resolve(cfg: Config) -> RunPlan:
     fl = cfg.fl
     privacy = privacy_plan(cfg.privacy, num_clients=fl.num_clients,
                            per_round=clients_per_round(fl), rounds=fl.rounds,
-                           batch_size=fl.batch_size, local_epochs=fl.local_epochs)
+                           batch_size=fl.batch_size, local_epochs=fl.local_epochs,
+                           secure_agg=cfg.secure_agg.name != "none")
     return _assemble(cfg, privacy)
 
 
@@ -89,7 +90,7 @@ def _assemble(cfg: Config, privacy: PrivacyPlan, run_id: str = "") -> RunPlan:
     else:
         mode = "mean"
     sa = secure_agg_plan(cfg.secure_agg, unit_weights=privacy.unit_weights,
-                         rounds=cfg.fl.rounds)
+                         rounds=cfg.fl.rounds, num_clients=cfg.fl.num_clients)
     partial = (mode != "robust" and sa is None and cfg.runtime.local_aggregation
                and cfg.runtime.placement == "pooled")
     return RunPlan(config=cfg, privacy=privacy, secure_agg=sa, aggregation=mode,

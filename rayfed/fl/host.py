@@ -29,6 +29,7 @@ from rayfed.fl.rounds import participant_seed
 from rayfed.fl.screening import UpdateSpec
 from rayfed.models import build_model, spec_from_config
 from rayfed.plan import RunPlan, build_pipeline
+from rayfed.secure_agg.stage import Enrolling
 from rayfed.train import make_optimizer
 from rayfed.train.vectorized import train_vectorized, why_not_vectorizable
 from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
@@ -84,8 +85,8 @@ class ParticipantHost:
         self._model = build_model(spec)
         self._training = LocalTraining.from_config(cfg)
         self.pipeline = build_pipeline(plan)
-        # Per-run material for stages, e.g. secure aggregation's secret context,
-        # which reaches the host from the key authority without passing the server.
+        # Per-run material for stages, e.g. secure aggregation's public context and
+        # the decryptor's key registrar (nothing secret: see rayfed.secure_agg).
         self.pipeline.provision(materials or {})
         # Pooled actors sum their participants' admitted updates (linear modes).
         self._aggregation = PlainAggregation(self.pipeline,
@@ -300,6 +301,14 @@ class ParticipantHost:
             except Exception as exc:
                 out.append(Failure(pid, server_round, "error", f"{type(exc).__name__}: {exc}"))
         return out
+
+    def enrol(self, participant_ids: Sequence[int]) -> None:
+        """Secure aggregation: make the signing keys of the participants this host
+        serves, here, and register their public halves with the decryptor itself
+        (once, before round 1; raises if an id was already claimed)."""
+        for stage in self.pipeline.stages:
+            if isinstance(stage, Enrolling):
+                stage.enrol(participant_ids)
 
     def shard_sizes(self, participant_ids: Sequence[int]) -> list[int]:
         return [len(self.participant(pid).data.x_train) for pid in participant_ids]

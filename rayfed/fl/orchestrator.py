@@ -81,8 +81,8 @@ class Orchestrator:
         if plan.secure_agg is not None:
             from rayfed.secure_agg.session import SecureAggregation
 
-            # Keys come from a key-authority actor; participant hosts get theirs
-            # from it directly, this process only the public key.
+            # The secret key stays in the decryptor actor; hosts and this process
+            # get the public context only.
             session = SecureAggregation(plan.secure_agg, num_params=self.weights.size)
         self.aggregation: Aggregation = (
             EncryptedAggregation(session, release=self.privacy.release) if session else
@@ -95,6 +95,11 @@ class Orchestrator:
                            tags={"rayfed.config_hash": plan.config_hash,
                                  "rayfed.placement": cfg.runtime.placement})
         self.placement.wait_ready()
+        if self.secure_agg is not None:
+            # Hosts register their participants' signing keys with the decryptor
+            # themselves; then registration closes, before round 1.
+            self.placement.enrol(range(cfg.fl.num_clients))
+            self.secure_agg.seal()
         # What a well-formed update looks like; updates are screened against it.
         self.update_spec = UpdateSpec(
             num_params=int(self.weights.size),

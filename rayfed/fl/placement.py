@@ -72,6 +72,9 @@ class HostActor:
     def shard_sizes(self, participant_ids: Sequence[int]) -> list[int]:
         return self._host.shard_sizes(participant_ids)
 
+    def enrol(self, participant_ids: Sequence[int]) -> None:
+        self._host.enrol(participant_ids)
+
 
 @dataclass(frozen=True)
 class Pending:
@@ -117,9 +120,9 @@ def _resource_options(runtime: RuntimeConfig) -> dict[str, Any]:
 class ParticipantActors:
     """Actors hosting participants, and how round tasks are spread over them."""
 
-    def __init__(self, plan: RunPlan, *, materials: ray.ObjectRef | None = None) -> None:
-        """``materials``: a reference to per-run stage material (``{stage name:
-        value}``); each actor receives the value, this process never fetches it."""
+    def __init__(self, plan: RunPlan, *, materials: dict[str, Any] | None = None) -> None:
+        """``materials``: per-run stage material (``{stage name: value}``) each
+        actor receives, e.g. secure aggregation's public context."""
         cfg = plan.config
         runtime = cfg.runtime
         total_cpus = float(ray.cluster_resources().get("CPU", 1))
@@ -228,6 +231,11 @@ class ParticipantActors:
         sizes = ray.get([actor.shard_sizes.remote(ids) for actor, ids in groups])
         return {pid: n for (_, ids), ns in zip(groups, sizes, strict=True)
                 for pid, n in zip(ids, ns, strict=True)}
+
+    def enrol(self, participant_ids: Sequence[int]) -> None:
+        """Secure aggregation: each actor makes the signing keys of the participants
+        it serves and registers them with the decryptor (the keys stay there)."""
+        ray.get([actor.enrol.remote(ids) for actor, ids in self._groups(list(participant_ids))])
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -39,7 +39,13 @@ class PrivacyConfig:
     clipping_norm: float = 1.0
     accountant: str = "rdp"
     noise_placement: str = "server"
-    secure_rng: bool = False
+    # null: on where participants add noise under secure aggregation (the server
+    # would otherwise know every noise seed), off elsewhere. Turning it off there
+    # needs allow_server_known_noise=true.
+    secure_rng: bool | None = None
+    # Acknowledges that with secure_rng=false under secure aggregation the server
+    # can regenerate and subtract the participants' noise.
+    allow_server_known_noise: bool = False
     # Per-sample gradients for local_dp; hooks measured fastest for our models
     # (benchmarks/dp_overhead.py, docs/privacy.md).
     grad_sample_mode: str = "hooks"

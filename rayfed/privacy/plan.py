@@ -97,24 +97,41 @@ class PrivacyPlan:
         return self.user is not None
 
 
+def participants_add_hidden_noise(pc: PrivacyConfig, *, secure_agg: bool) -> bool:
+    """Participants add DP noise to updates that secure aggregation hides."""
+    return secure_agg and (pc.name == "local_dp" or (pc.name == "central_dp"
+                                                     and pc.noise_placement == "clients"))
+
+
+def resolved_secure_rng(pc: PrivacyConfig, *, secure_agg: bool) -> bool:
+    """``privacy.secure_rng``, or its default: on exactly where participants add
+    noise under secure aggregation (the server hands out every round's seed, so
+    it could regenerate seeded noise and subtract it)."""
+    if pc.secure_rng is not None:
+        return bool(pc.secure_rng)
+    return participants_add_hidden_noise(pc, secure_agg=secure_agg)
+
+
 def privacy_plan(pc: PrivacyConfig, *, num_clients: int, per_round: int, rounds: int,
-                 batch_size: int, local_epochs: int) -> PrivacyPlan:
+                 batch_size: int, local_epochs: int, secure_agg: bool = False) -> PrivacyPlan:
     """The plan of a checked ``privacy`` section; σ is solved here and nowhere else."""
+    secure_rng = resolved_secure_rng(pc, secure_agg=secure_agg)
     if pc.name == "central_dp":
         return PrivacyPlan("central_dp", user=user_level_plan(
-            pc, num_clients=num_clients, per_round=per_round, rounds=rounds))
+            pc, num_clients=num_clients, per_round=per_round, rounds=rounds,
+            secure_rng=secure_rng))
     if pc.name == "local_dp":
         return PrivacyPlan("local_dp", record=RecordLevelSettings(
             target_epsilon=pc.target_epsilon, noise_multiplier=pc.noise_multiplier,
             clipping_norm=pc.clipping_norm, delta=pc.delta,
             accountant=pc.accountant,  # type: ignore[arg-type]
-            secure_rng=pc.secure_rng, grad_sample_mode=pc.grad_sample_mode,
+            secure_rng=secure_rng, grad_sample_mode=pc.grad_sample_mode,
             batch_size=batch_size, local_epochs=local_epochs, rounds=rounds))
     return PrivacyPlan()
 
 
 def user_level_plan(pc: PrivacyConfig, *, num_clients: int, per_round: int,
-                    rounds: int) -> UserLevelPlan:
+                    rounds: int, secure_rng: bool | None = None) -> UserLevelPlan:
     """σ given, or solved so that ``rounds`` rounds spend at most the target."""
     q = per_round / num_clients
     delta = pc.delta if pc.delta is not None else default_delta(num_clients)
@@ -129,7 +146,8 @@ def user_level_plan(pc: PrivacyConfig, *, num_clients: int, per_round: int,
                          num_clients=num_clients, target_epsilon=pc.target_epsilon,
                          accountant=pc.accountant,  # type: ignore[arg-type]
                          noise_placement=pc.noise_placement,  # type: ignore[arg-type]
-                         secure_rng=pc.secure_rng, solved_for_rounds=solved)
+                         secure_rng=bool(pc.secure_rng) if secure_rng is None else secure_rng,
+                         solved_for_rounds=solved)
 
 
 def _solve(target: float | None, accountant: Accountant, *, delta: float, sample_rate: float,

@@ -1,63 +1,79 @@
 """What crosses the wire under secure aggregation, and the integrity checks on it.
 
 An :class:`EncryptedUpdate` is one participant's ciphertexts with plaintext
-labels: the fingerprint of the key it was made under and its round. Labels are
-checked before anything is summed, so a ciphertext from a foreign key or a stale
-round is rejected by name (TenSEAL would decrypt either to garbage or, worse, to
-last round's numbers). The labels are not authenticated; ``docs/security.md``
-says what that leaves to a malicious server.
+labels (the fingerprint of the key it was made under, its round, its id, its
+weight and value count) and the participant's Ed25519 signature over those
+labels and a digest of the ciphertext bytes (``signing.py``). Labels are checked
+before anything is summed, so a ciphertext from a foreign key, a stale round, a
+weight other than the one screened, or a label someone altered is rejected by
+name; the decryptor checks the same things again, because it does not trust the
+server that forwards the terms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rayfed.errors import IntegrityError
+from rayfed.secure_agg.signing import Label, chunks_digest, signature_problem
+
+# A weight is an example count (or 1 under DP-FedAvg); far above any shard.
+MAX_WEIGHT = 2**31 - 1
 
 
 @dataclass(frozen=True)
 class EncryptedUpdate:
-    """One participant's pre-scaled update n_i Δ_i as CKKS ciphertexts."""
+    """One participant's pre-scaled update n_i Δ_i as CKKS ciphertexts, signed."""
 
     fingerprint: str
     server_round: int
     participant_id: int
-    # The weight n_i the values were pre-scaled by (the participant's num_examples).
+    # The weight n_i the values were pre-scaled by (num_examples, or 1 under central_dp).
     weight: int
     # Plaintext length: the number of model parameters.
     size: int
     chunks: tuple[bytes, ...]
+    # Ed25519 signature of ``label()`` by the participant's own key.
+    signature: bytes = b""
     encrypt_seconds: float = 0.0
+    sign_seconds: float = 0.0
 
     @property
     def ciphertext_bytes(self) -> int:
         return sum(len(c) for c in self.chunks)
+
+    def label(self) -> Label:
+        """The signed message, with the digest recomputed from the bytes held."""
+        return Label(fingerprint=self.fingerprint, server_round=self.server_round,
+                     participant_id=self.participant_id, weight=self.weight, size=self.size,
+                     digest=chunks_digest(self.chunks))
 
     def __repr__(self) -> str:
         return (f"EncryptedUpdate(participant_id={self.participant_id}, "
                 f"server_round={self.server_round}, {len(self.chunks)} ciphertexts)")
 
 
-@dataclass(frozen=True)
-class EncryptedAggregate:
-    """The committed sum of one round: what the decryptor is asked to open."""
+def weight_problem(weight: object, *, participant_id: int,
+                   expected: int | None = None) -> str | None:
+    """Why ``weight`` is not a plausible (or not the screened) weight, or None."""
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        shown = weight if not isinstance(weight, float) or math.isfinite(weight) else repr(weight)
+        return (f"participant {participant_id}'s encrypted weight {shown!r} is not an "
+                "integer example count")
+    if not 0 < weight <= MAX_WEIGHT:
+        return (f"participant {participant_id}'s encrypted weight {weight} is outside "
+                f"1..{MAX_WEIGHT}")
+    if expected is not None and weight != expected:
+        return (f"participant {participant_id}'s encrypted weight {weight} differs from the "
+                f"{expected} it must be (its screened num_examples, or 1 under "
+                "privacy=central_dp); the weighted mean would be off by their ratio")
+    return None
 
-    fingerprint: str
-    server_round: int
-    participant_ids: tuple[int, ...]
-    total_weight: int
-    size: int
-    chunks: tuple[bytes, ...]
 
-    def __repr__(self) -> str:
-        return (f"EncryptedAggregate(server_round={self.server_round}, "
-                f"participants={list(self.participant_ids)}, {len(self.chunks)} ciphertexts)")
-
-
-def integrity_problem(update: EncryptedUpdate, *, fingerprint: str, server_round: int,
-                      size: int, num_chunks: int) -> str | None:
-    """Why ``update`` must not enter this round's sum, or None if it may."""
+def label_problem(update: EncryptedUpdate, *, fingerprint: str, server_round: int,
+                  size: int, num_chunks: int) -> str | None:
+    """Why ``update``'s labels rule it out of this round's sum, or None."""
     if update.fingerprint != fingerprint:
         return (f"ciphertext from participant {update.participant_id} was made under a "
                 f"foreign key (fingerprint {update.fingerprint}, this run's is "
@@ -70,19 +86,10 @@ def integrity_problem(update: EncryptedUpdate, *, fingerprint: str, server_round
         return (f"ciphertext from participant {update.participant_id} packs {update.size} "
                 f"values in {len(update.chunks)} chunks; the model needs {size} in "
                 f"{num_chunks}")
-    if update.weight <= 0:
-        return f"participant {update.participant_id} reports weight {update.weight} <= 0"
-    return None
+    return weight_problem(update.weight, participant_id=update.participant_id)
 
 
-def check_integrity(updates: Sequence[EncryptedUpdate], *, fingerprint: str,
-                    server_round: int, size: int, num_chunks: int) -> None:
-    """Raise :class:`IntegrityError` naming every update that fails a check."""
-    problems = [p for u in updates
-                if (p := integrity_problem(u, fingerprint=fingerprint, server_round=server_round,
-                                           size=size, num_chunks=num_chunks))]
-    ids = [u.participant_id for u in updates]
-    if len(set(ids)) != len(ids):
-        problems.append(f"participants {sorted(ids)} include duplicates; each contributes once")
-    if problems:
-        raise IntegrityError("; ".join(problems))
+def authenticity_problem(update: EncryptedUpdate,
+                         public_keys: Mapping[int, bytes]) -> str | None:
+    """Why ``update`` is not signed by its participant's registered key, or None."""
+    return signature_problem(update.label(), update.signature, public_keys)

@@ -44,6 +44,8 @@ class SecureAggPlan:
     unit_weights: bool
     # The decryptor opens at most this many sums per run.
     rounds: int
+    # Participant ids 0..num_clients-1 may register signing keys, no others.
+    num_clients: int
 
     @property
     def slots(self) -> int:
@@ -64,7 +66,8 @@ def secure_agg_problems(sa: SecureAggConfig) -> list[str]:
     if sa.encrypt_threads < 1:
         p.append(f"secure_agg.encrypt_threads={sa.encrypt_threads} must be >= 1")
     noise = sa.decrypt_noise_std
-    if not (isinstance(noise, int | float) and math.isfinite(noise) and noise >= 0):
+    if (isinstance(noise, bool) or not isinstance(noise, int | float)
+            or not math.isfinite(noise) or noise < 0):
         p.append(f"secure_agg.decrypt_noise_std={noise} must be a finite number >= 0 "
                  "(e.g. 1e-6); NaN or inf would silently turn noise flooding off")
     if sa.min_participants < 2:
@@ -73,8 +76,8 @@ def secure_agg_problems(sa: SecureAggConfig) -> list[str]:
     return p
 
 
-def secure_agg_plan(sa: SecureAggConfig, *, unit_weights: bool,
-                    rounds: int) -> SecureAggPlan | None:
+def secure_agg_plan(sa: SecureAggConfig, *, unit_weights: bool, rounds: int,
+                    num_clients: int) -> SecureAggPlan | None:
     if sa.name == "none":
         return None
     return SecureAggPlan(
@@ -83,4 +86,4 @@ def secure_agg_plan(sa: SecureAggConfig, *, unit_weights: bool,
         encrypt_threads=sa.encrypt_threads, min_participants=sa.min_participants,
         decrypt_noise_std=float(sa.decrypt_noise_std),
         decryptor_resources=tuple(sorted(sa.decryptor_resources.items())),
-        unit_weights=unit_weights, rounds=rounds)
+        unit_weights=unit_weights, rounds=rounds, num_clients=num_clients)

@@ -3,14 +3,14 @@
 Roles (see ``docs/security.md``):
 
 * the **key authority** makes a fresh CKKS context for each run (TenSEAL over
-  Microsoft SEAL) and never gives its secret key to the aggregator;
-* **participants** receive the secret context as bytes (TenSEAL contexts cannot
-  be pickled), so that they can encrypt;
-* the **aggregator** receives only the public context: the public key, with no
-  secret key, no Galois keys and no relinearization keys, since a sum needs
-  none of them. :func:`load_public_context` refuses anything more;
-* the **decryptor** (``rayfed.secure_agg.roles.Decryptor``) keeps the secret
-  context and decrypts only committed aggregates.
+  Microsoft SEAL) inside the decryptor's own process, and exports only
+  :meth:`KeyAuthority.public_bundle`;
+* **participants** and the **aggregator** receive only the public context: the
+  public key, with no secret key, no Galois keys and no relinearization keys.
+  CKKS encryption needs the public key alone, and a sum needs none of the
+  others. :func:`load_public_context` refuses anything more;
+* the **decryptor** (``rayfed.secure_agg.roles.Decryptor``) is the only holder
+  of the secret context and decrypts only signed, attributable sums.
 
 Every ciphertext is labelled with the run's *fingerprint*: a SHA-256 of the
 serialized public context (the public key and the parameters), so that a
@@ -71,33 +71,35 @@ class KeyAuthority:
         return KeyBundle(self._public, self.fingerprint)
 
     def secret_bundle(self) -> KeyBundle:
-        """For participants and the decryptor: secret and public key, nothing else."""
+        """For the decryptor alone, in the process that made the key: secret and
+        public key, nothing else. No actor method returns it."""
         blob = self._context.serialize(save_public_key=True, save_secret_key=True,
                                        save_galois_keys=False, save_relin_keys=False)
         return KeyBundle(blob, self.fingerprint)
 
 
 def load_public_context(bundle: KeyBundle) -> ts.Context:
-    """The aggregator's context; refuses one that could decrypt or rotate."""
+    """The aggregator's or a participant's context; refuses one that could decrypt
+    or rotate."""
     context = ts.context_from(bundle.context)
     if context.is_private():
         raise SecureAggError(
-            "the aggregator was given a context holding the secret key; it must get "
-            "KeyAuthority.public_bundle(), never secret_bundle(), or it could decrypt "
-            "individual updates")
+            "the aggregator or a participant was given a context holding the secret key; "
+            "it must get KeyAuthority.public_bundle(), never secret_bundle(), or it could "
+            "decrypt individual updates")
     if context.has_galois_keys() or context.has_relin_keys():
         raise SecureAggError(
-            "the aggregator's context holds Galois or relinearization keys; a sum needs "
-            "neither, so the key authority must not send them")
+            "the public context holds Galois or relinearization keys; encryption and a "
+            "sum need neither, so the key authority must not send them")
     _check_fingerprint(context, bundle.fingerprint)
     return context
 
 
 def load_secret_context(bundle: KeyBundle) -> ts.Context:
-    """A participant's or the decryptor's context, checked against its fingerprint."""
+    """The decryptor's context, checked against its fingerprint."""
     context = ts.context_from(bundle.context)
     if not context.is_private():
-        raise SecureAggError("a participant or decryptor needs the secret context "
+        raise SecureAggError("the decryptor needs the secret context "
                              "(KeyAuthority.secret_bundle()), but got a public one")
     _check_fingerprint(context, bundle.fingerprint)
     return context

@@ -67,7 +67,7 @@ def plan_dp(privacy: PrivacyConfig, *, num_examples: int, num_workers: int, batc
                                        accountant=privacy.accountant)  # type: ignore[arg-type]
     return DPPlan(noise_multiplier=sigma, clipping_norm=privacy.clipping_norm, delta=delta,
                   sample_rate=q, steps_per_epoch=steps_per_epoch,
-                  accountant=privacy.accountant, secure_mode=privacy.secure_rng)
+                  accountant=privacy.accountant, secure_mode=bool(privacy.secure_rng))
 
 
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer,

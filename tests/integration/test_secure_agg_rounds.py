@@ -21,11 +21,13 @@ from rayfed.fl.orchestrator import Orchestrator
 from rayfed.fl.rounds import participant_seed, select_participants
 from rayfed.models import build_model, get_flat, spec_from_config
 from rayfed.plan import resolve
+from rayfed.secure_agg import session
 from rayfed.secure_agg.ciphertexts import EncryptedUpdate
 from rayfed.secure_agg.keys import KeyAuthority
 from rayfed.secure_agg.params import PRESETS
-from rayfed.secure_agg.session import decryptor_options
-from rayfed.secure_agg.stage import EncryptStage
+from rayfed.secure_agg.session import KeyAuthorityActor, decryptor_options
+from rayfed.secure_agg.signing import KeyRegistry
+from rayfed.secure_agg.stage import EncryptMaterials, EncryptStage
 from rayfed.stages import UpdateContext
 from rayfed.tracking.mlflow import MlflowTracker
 from rayfed.types import Failure, FitIns, FitRes
@@ -81,7 +83,16 @@ def files_under(*roots: Path) -> list[Path]:
     return [p for r in roots if r.exists() for p in r.rglob("*") if p.is_file()]
 
 
-def test_ten_participants_large_model_exact_and_nothing_secret_leaks(tmp_path):
+def test_ten_participants_large_model_exact_and_nothing_secret_leaks(tmp_path, monkeypatch):
+    class KeyExportingAuthority(KeyAuthorityActor):
+        """Test only (defined here so Ray pickles it by value): the real key
+        authority plus a way to read its secret key, so that the test can look for
+        those bytes on disk; rayfed's own actor has no such method."""
+
+        def secret_for_the_test(self):
+            return self._decryptor._context.serialize(save_secret_key=True)
+
+    monkeypatch.setattr(session, "KeyAuthorityActor", KeyExportingAuthority)
     cfg = small_config(
         tmp_path, secure_agg=CKKS, model={"hidden_sizes": [1024, 64]},
         fl={"num_clients": 10, "clients_per_round": 10, "min_clients": 8, "rounds": 1},
@@ -96,7 +107,7 @@ def test_ten_participants_large_model_exact_and_nothing_secret_leaks(tmp_path):
         assert r.status == "completed" and r.num_reported == 10
         assert not orch.secure_agg.aggregator.holds_secret_key
         assert orch.pipeline.stages[-1]._context is None  # no key reached this process
-        secret = ray.get(orch.secure_agg._actor.participant_materials.remote())["encrypt"]
+        secret = ray.get(orch.secure_agg._actor.secret_for_the_test.remote())
         public = orch.secure_agg._actor.public_bundle.remote()
         public = ray.get(public).context
         got = orch.weights.astype(np.float64) - w0
@@ -108,6 +119,7 @@ def test_ten_participants_large_model_exact_and_nothing_secret_leaks(tmp_path):
     assert err < 1e-6, err
     assert metrics["secure_agg_ciphertexts"] == 10 * 33  # ⌈132810 / 4096⌉ each
     assert metrics["secure_agg_decrypt_seconds"] > 0
+    assert metrics["secure_agg_sign_seconds"] > 0 and metrics["secure_agg_verify_seconds"] > 0
 
     # The aggregator received ciphertexts only: no array, no plaintext delta inside.
     assert len(orch.received) == 10
@@ -119,7 +131,7 @@ def test_ten_participants_large_model_exact_and_nothing_secret_leaks(tmp_path):
     assert plain and not any(w in wire for w in plain)
 
     # Neither the secret key nor an individual update is in MLflow or the checkpoints.
-    secret_only = [w for w in windows(secret.context, count=200) if w not in public][:16]
+    secret_only = [w for w in windows(secret, count=200) if w not in public][:16]
     assert len(secret_only) >= 8
     stored = files_under(tmp_path / "ckpt", tmp_path / "mlruns", tmp_path / "mlartifacts")
     stored += [tmp_path / "mlflow.db"]
@@ -132,8 +144,11 @@ def test_ten_participants_large_model_exact_and_nothing_secret_leaks(tmp_path):
 
 
 def foreign_update(size: int, pid: int, server_round: int) -> EncryptedUpdate:
+    """A ciphertext under another run's key, signed by that run's key for ``pid``."""
     stage = EncryptStage(slots=PRESETS["n8192"].slots)
-    stage.provision(KeyAuthority(PRESETS["n8192"]).secret_bundle())
+    stage.provision(EncryptMaterials(KeyAuthority(PRESETS["n8192"]).public_bundle(),
+                                     KeyRegistry(num_clients=pid + 1)))
+    stage.enrol([pid])
     ctx = UpdateContext(pid, server_round, 10, rng=np.random.default_rng(0))
     return stage.encode(np.zeros(size, dtype=np.float32), ctx)
 
@@ -179,8 +194,10 @@ def test_accuracy_matches_plaintext_fedavg_with_the_same_seed(tmp_path):
 def test_client_side_dp_composes_with_encryption(tmp_path):
     """DP-FedAvg with noise at the participants: clip → noise → encrypt gives the
     plaintext DP run's weights (the same seeds draw the same noise)."""
+    # Seeded noise on purpose (acknowledged): both runs must draw the same shares.
     privacy = PrivacyConfig(name="central_dp", noise_placement="clients",
-                            noise_multiplier=0.5, clipping_norm=1.0, delta=1e-3)
+                            noise_multiplier=0.5, clipping_norm=1.0, delta=1e-3,
+                            secure_rng=False, allow_server_known_noise=True)
     weights = {}
     for name in ("none", "ckks"):
         cfg = small_config(tmp_path, secure_agg=SecureAggConfig(name=name), privacy=privacy,

@@ -85,3 +85,50 @@ def test_command_line_preflight_lists_every_secure_agg_problem():
     assert len(problems) == 3
     for key in ("bound of 109 bits", "strategy.reducer='krum'", "compression='topk'"):
         assert key in joined
+
+
+@pytest.mark.parametrize("std", [float("nan"), float("inf"), -1e-6])
+def test_decrypt_noise_std_must_be_finite_and_non_negative(std):
+    (msg,) = [m for m in validate(ckks(decrypt_noise_std=std)) if "decrypt_noise_std" in m]
+    assert "must be a finite number >= 0" in msg
+    assert not any("decrypt_noise_std" in m for m in validate(ckks(decrypt_noise_std=0.0)))
+
+
+def test_secure_rng_defaults_on_under_secure_agg_and_off_needs_acknowledgement():
+    def user_level_plan(c):
+        return resolve(c).privacy.user
+
+    def resolved_secure_rng(c):
+        return _resolved(c)
+
+    dp = PrivacyConfig(name="central_dp", noise_placement="clients", noise_multiplier=1.0,
+                       delta=1e-5)
+    cfg = replace(ckks(), privacy=dp)
+    assert validate(cfg) == [] and user_level_plan(cfg).secure_rng is True
+    # Without secure aggregation, or with server-side noise, the default stays off.
+    assert not resolved_secure_rng(replace(cfg, secure_agg=SecureAggConfig()))
+    assert resolved_secure_rng(replace(cfg, privacy=replace(dp, name="local_dp",
+                                                             noise_placement="server")))
+    off = replace(cfg, privacy=replace(dp, secure_rng=False))
+    (msg,) = [m for m in validate(off) if "secure_rng" in m]
+    assert "privacy.allow_server_known_noise=true" in msg
+    acknowledged = replace(cfg, privacy=replace(dp, secure_rng=False,
+                                                allow_server_known_noise=True))
+    assert validate(acknowledged) == [] and user_level_plan(acknowledged).secure_rng is False
+
+
+def test_central_dp_yaml_composes_with_ckks_and_secure_noise():
+    GlobalHydra.instance().clear()
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = to_config(compose(config_name="config", overrides=[
+            "secure_agg=ckks", "privacy=central_dp", "privacy.noise_placement=clients"]))
+    GlobalHydra.instance().clear()
+    assert cfg.privacy.secure_rng is None and _resolved(cfg)
+    assert not [m for m in validate(cfg) if "secure_rng" in m]
+
+
+def _resolved(c):
+    from rayfed.privacy.plan import resolved_secure_rng
+
+    return resolved_secure_rng(c.privacy, secure_agg=c.secure_agg.name != "none")
