@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,17 @@ class RunCheckpoints:
     @property
     def directory(self) -> Path:
         return self.rounds.directory
+
+    @classmethod
+    def open(cls, root: Path, *, config: dict[str, Any], config_hash: str, keep_last: int,
+             key: bytes, resume: bool) -> tuple[RunCheckpoints, dict[str, Any] | None]:
+        """Resume the latest matching run under ``root``, or start a fresh one."""
+        if resume:
+            return cls.resume(root, config=config, config_hash=config_hash,
+                              keep_last=keep_last, key=key)
+        run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{config_hash[:8]}"
+        return cls.start(root, config=config, config_hash=config_hash, keep_last=keep_last,
+                         run_id=run_id, key=key), None
 
     @classmethod
     def start(cls, root: Path, *, config: dict[str, Any], config_hash: str,

@@ -67,9 +67,15 @@ class Orchestrator:
         self.history: list[RoundResult] = []
         self.client_states: dict[int, bytes] = {}
         self._ckpt: RunCheckpoints | None = None
-        state = self._open_checkpoints(plan) if cfg.checkpoint.enabled else None
-        if self._ckpt is not None:  # a resumed run is the same run
-            plan = replace(plan, run_id=self._ckpt.directory.name)
+        state = None
+        if cfg.checkpoint.enabled:
+            ck = cfg.checkpoint
+            config = json.loads(json.dumps(asdict(replace(cfg, resume=False, output_dir=".")),
+                                           default=str))
+            self._ckpt, state = RunCheckpoints.open(
+                Path(ck.dir) / cfg.name, config=config, config_hash=plan.config_hash,
+                keep_last=ck.keep_last, key=load_key(ck.key_file), resume=cfg.resume)
+            plan = replace(plan, run_id=self._ckpt.directory.name)  # a resume is the same run
         if state is not None:
             plan = resume_plan(plan, state)
         self.plan = plan
@@ -116,23 +122,6 @@ class Orchestrator:
         return getattr(self.aggregation, "session", None)
 
     # -- checkpoints -------------------------------------------------------
-
-    def _open_checkpoints(self, plan: RunPlan) -> dict[str, Any] | None:
-        cfg = self.cfg
-        config = json.loads(json.dumps(asdict(replace(cfg, resume=False, output_dir=".")),
-                                       default=str))
-        root, keep = Path(cfg.checkpoint.dir) / cfg.name, cfg.checkpoint.keep_last
-        key = load_key(cfg.checkpoint.key_file)
-        if cfg.resume:
-            self._ckpt, state = RunCheckpoints.resume(root, config=config,
-                                                      config_hash=plan.config_hash,
-                                                      keep_last=keep, key=key)
-            return state
-        self._ckpt = RunCheckpoints.start(root, config=config, config_hash=plan.config_hash,
-                                          keep_last=keep, key=key,
-                                          run_id=time.strftime("%Y%m%d-%H%M%S")
-                                          + f"-{plan.config_hash[:8]}")
-        return None
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -203,7 +192,7 @@ class Orchestrator:
                                             deadline_unix=time.time() + cfg.fl.round_timeout_s,
                                             aggregate_locally=self.plan.partial_sums)
         # 4. Collect under the deadline; admit (decode, parse, screen); decide on quorum.
-        results, num_late = self._collector.collect(pending, server_round)
+        results, num_late = self._collect(pending, server_round)
         results = [*refused, *results]
         # Every payload that reached the server is upload, whatever becomes of it.
         bytes_up = sum(r.payload_bytes for r in results)
@@ -244,6 +233,10 @@ class Orchestrator:
         return replace(aborted, status="completed", seconds=time.perf_counter() - t0,
                        train_loss=train_loss, test_loss=test_loss, test_accuracy=test_acc,
                        federated_accuracy=fed_acc)
+
+    def _collect(self, pending: list[Any], server_round: int) -> tuple[list[Any], int]:
+        """What reached the server this round (a seam for recording and tests)."""
+        return self._collector.collect(pending, server_round)
 
     def _keep_states(self, accepted: tuple[FitRes | PartialAggregate, ...]) -> float:
         """Keep the participants' carried states; return their mean train loss."""
@@ -295,8 +288,3 @@ class Orchestrator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def with_overrides(cfg: Config, **sections: Any) -> Config:
-    """A copy of ``cfg`` with some sections replaced (tests and benchmarks)."""
-    return replace(cfg, **sections)

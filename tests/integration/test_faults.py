@@ -245,13 +245,13 @@ def test_f4_participant_slower_than_the_deadline(tmp_path):
         first = next(rounds)
         # Wait for the cut call to finish (an event, bounded), so that round 2
         # deterministically receives its round-1 update.
-        stale = [p.ref for p in orch._stale]
+        stale = [p.ref for p in orch._collector._stale]
         assert len(stale) == 1
         ready, _ = ray.wait(stale, timeout=60)
         assert ready == stale
         second = next(rounds)
         third = next(rounds)  # slow again: still sleeping when the run is closed
-        assert len(orch._stale) == 1
+        assert len(orch._collector._stale) == 1
     released_s = wait_for_cpus(total_cpus, timeout_s=30)
     for r in (first, third):
         assert r.status == "completed" and r.num_reported == 3
