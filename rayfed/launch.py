@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -124,7 +123,8 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
 
     from rayfed.compression.final import export_final_model
     from rayfed.fl.orchestrator import Orchestrator
-    from rayfed.tracking import NullTracker, RunStatus, Tracker
+    from rayfed.job import failure_status, record_failure
+    from rayfed.tracking import NullTracker, Tracker
     from rayfed.tracking.mlflow import MlflowTracker
     from rayfed.tracking.plots import plot_rounds
 
@@ -181,14 +181,8 @@ def run_federated(cfg: Config, *, resolved_yaml: str | None = None,
         console.print(_result_table(summary))
         return summary
     except BaseException as exc:
-        status: RunStatus = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        summary = orch.summary(status=status) if orch else {"status": status}
-        summary["error"] = f"{type(exc).__name__}: {exc}"
-        summary["traceback"] = traceback.format_exc(limit=5)
-        _write_json(summary_path, summary)
-        if tracker.run_id:
-            tracker.log_artifact(summary_path)
-        tracker.finish(status)
+        record_failure(exc, summary_path, tracker=tracker,
+                       details=orch.summary(status=failure_status(exc)) if orch else None)
         raise
     finally:
         if orch is not None:
@@ -210,25 +204,33 @@ def sweep_trial(cfg: Config, *, sweep_id: str,
 
 
 def run_from_hydra(dict_cfg: Any) -> float | None:
-    """Body of ``jobs/federated.py``: convert, check, run."""
+    """Body of ``jobs/federated.py``: :func:`rayfed.job.run_job` over
+    :func:`run_federated`; returns the final accuracy (what Hydra sweeps optimise)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from rayfed.config import check, to_config
+    from rayfed.config import to_config
+    from rayfed.job import run_job
+    from rayfed.runtime import RaySettings
 
-    cfg = to_config(dict_cfg)
-    hc = HydraConfig.get()
-    cfg.output_dir = hc.runtime.output_dir
-    check(cfg)
-    run_name, parent = None, None
-    if hc.mode == RunMode.MULTIRUN and cfg.tracking.enabled:
-        run_name, parent = sweep_trial(cfg, sweep_id=str(hc.sweep.dir),
-                                       overrides=hc.overrides.task)
-    summary = run_federated(cfg, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True),
-                            run_name=run_name, parent_run_id=parent)
-    acc = summary.get("final_accuracy")
-    return float(acc) if acc is not None else None
+    def run(cfg: Config) -> float | None:
+        hc = HydraConfig.get()
+        run_name, parent = None, None
+        if hc.mode == RunMode.MULTIRUN and cfg.tracking.enabled:
+            run_name, parent = sweep_trial(cfg, sweep_id=str(hc.sweep.dir),
+                                           overrides=hc.overrides.task)
+        summary = run_federated(cfg, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True),
+                                run_name=run_name, parent_run_id=parent)
+        acc = summary.get("final_accuracy")
+        return float(acc) if acc is not None else None
+
+    def ray(cfg: Config) -> RaySettings:
+        rt = cfg.runtime
+        return RaySettings(address=rt.address, num_cpus=rt.num_cpus,
+                           include_dashboard=rt.include_dashboard, key="runtime.address")
+
+    return run_job(dict_cfg, convert=to_config, check=validate, run=run, ray=ray)
 
 
 def main_guard(argv: Sequence[str], *, config_dir: Path) -> None:

@@ -82,18 +82,13 @@ class Pending:
 
 
 def start_ray(runtime: RuntimeConfig) -> None:
-    """Join ``runtime.address`` (or RAY_ADDRESS), else start a local Ray."""
-    if ray.is_initialized():
-        return
-    address = runtime.address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # "local": without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster
-        # names (left by `ray start` or ray.cluster_utils), and then refuses num_cpus.
-        ray.init(address="local", num_cpus=runtime.num_cpus,
-                 include_dashboard=runtime.include_dashboard, log_to_driver=True,
-                 configure_logging=False)
+    """Join ``runtime.address`` (or RAY_ADDRESS), else start a local Ray.
+
+    An alias of :func:`rayfed.runtime.start`, kept until callers use that."""
+    from rayfed.runtime import RaySettings, start
+
+    start(RaySettings(address=runtime.address, num_cpus=runtime.num_cpus,
+                      include_dashboard=runtime.include_dashboard, key="runtime.address"))
 
 
 def _resource_options(runtime: RuntimeConfig) -> dict[str, Any]:

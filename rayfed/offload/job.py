@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rayfed.offload.config import OffloadJobConfig
-from rayfed.tracking.base import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +81,7 @@ def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from rayfed.job import record_failure
     from rayfed.offload.metrics import lower_bound, plot_latency_cdfs, processing_times, summarize
     from rayfed.offload.policies import POLICIES
     from rayfed.offload.runner import OffloadRun
@@ -154,33 +153,25 @@ def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
         console.print(_table(summary))
         return summary
     except BaseException as exc:
-        status: RunStatus = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        summary_path.write_text(json.dumps({
-            "status": status, "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(limit=5)}, indent=2) + "\n")
-        tracker.finish(status)
+        record_failure(exc, summary_path, tracker=tracker)
         raise
 
 
 def run_from_hydra(dict_cfg: Any) -> float | None:
-    """Body of ``jobs/offload.py``: convert, check, start Ray, run."""
-    import ray
-    from hydra.core.hydra_config import HydraConfig
+    """Body of ``jobs/offload.py``: :func:`rayfed.job.run_job` over :func:`run_offload`;
+    returns greedy_eft's p95 latency when it ran."""
     from omegaconf import OmegaConf
 
-    from rayfed.offload.config import check_offload, to_offload_config
+    from rayfed.job import run_job
+    from rayfed.offload.config import to_offload_config, validate
+    from rayfed.runtime import RaySettings
 
-    job = to_offload_config(dict_cfg)
-    job.output_dir = HydraConfig.get().runtime.output_dir
-    check_offload(job.offload)
-    if not ray.is_initialized():
-        address = job.ray_address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            ray.init(address=address)
-        else:
-            # "local": never attach to another cluster running on this machine.
-            ray.init(address="local", num_cpus=job.num_cpus, include_dashboard=False,
-                     configure_logging=False)
-    summary = run_offload(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
-    g = summary["policies"].get("greedy_eft")
-    return float(g["p95_latency_ms"]) if g else None
+    def run(job: OffloadJobConfig) -> float | None:
+        summary = run_offload(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
+        g = summary["policies"].get("greedy_eft")
+        return float(g["p95_latency_ms"]) if g else None
+
+    return run_job(dict_cfg, convert=to_offload_config, check=lambda job: validate(job.offload),
+                   run=run, ray=lambda job: RaySettings(address=job.ray_address,
+                                                        num_cpus=job.num_cpus,
+                                                        key="ray_address"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ def build_plan(job: TrainJobConfig, *, mlflow_target: Any = None) -> Any:
 
 def run_training(job: TrainJobConfig, *, resolved_yaml: str | None = None) -> dict[str, Any]:
     """Run the DDP job end to end and return its summary."""
+    from rayfed.job import record_failure
     from rayfed.tracking import NullTracker, Tracker
     from rayfed.tracking.mlflow import MlflowTracker
     from rayfed.train.ddp import MlflowTarget, Scaling, fit
@@ -116,12 +116,7 @@ def run_training(job: TrainJobConfig, *, resolved_yaml: str | None = None) -> di
         _print(summary)
         return summary
     except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        summary_path.write_text(json.dumps({
-            "status": status, "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(limit=5), "ray_train_run": run_name},
-            indent=2) + "\n")
-        tracker.finish(status)  # type: ignore[arg-type]
+        record_failure(exc, summary_path, tracker=tracker, details={"ray_train_run": run_name})
         raise
 
 
@@ -138,23 +133,18 @@ def _print(summary: dict[str, Any]) -> None:
 
 
 def run_from_hydra(dict_cfg: Any) -> float | None:
-    """Body of ``jobs/train_ddp.py``: convert, check, start Ray, run."""
-    import ray
-    from hydra.core.hydra_config import HydraConfig
+    """Body of ``jobs/train_ddp.py``: :func:`rayfed.job.run_job` over :func:`run_training`."""
     from omegaconf import OmegaConf
 
-    from rayfed.train.config import check_train_job, to_train_job_config
+    from rayfed.job import run_job
+    from rayfed.runtime import RaySettings
+    from rayfed.train.config import to_train_job_config, validate
 
-    job = to_train_job_config(dict_cfg)
-    job.output_dir = HydraConfig.get().runtime.output_dir
-    check_train_job(job)
-    if not ray.is_initialized():
-        address = job.ray_address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            ray.init(address=address)
-        else:
-            # "local": never attach to another cluster running on this machine.
-            ray.init(address="local", num_cpus=job.num_cpus, include_dashboard=False)
-    summary = run_training(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
-    acc = summary.get("final_accuracy")
-    return float(acc) if acc is not None else None
+    def run(job: TrainJobConfig) -> float | None:
+        summary = run_training(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
+        acc = summary.get("final_accuracy")
+        return float(acc) if acc is not None else None
+
+    return run_job(dict_cfg, convert=to_train_job_config, check=validate, run=run,
+                   ray=lambda job: RaySettings(address=job.ray_address, num_cpus=job.num_cpus,
+                                               key="ray_address"))
