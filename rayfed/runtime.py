@@ -13,8 +13,8 @@ Three ways to get a Ray, in this order of precedence:
 * neither: start a private local Ray (``address="local"``) with ``num_cpus``.
 
 A cluster that cannot be reached ends in one :class:`ClusterUnreachableError`
-naming the config key and how to start a cluster, after seconds rather than
-Ray's default minute or more of retries.
+naming the config key and how to start a cluster, at once rather than after
+Ray's minute or more of retries.
 
 :func:`available_resources` is the one place that drops custom resources (``edge``,
 ``cloud``, a decryptor's node label) the cluster does not have, so that actors
@@ -36,14 +36,6 @@ START_HINT = ("start one with `ray start --head`, or with `python -m rayfed.clus
               "and submit the job to it (docs/cluster.md); or leave the key empty to run "
               "on a new local Ray")
 
-# Ray's connect budget when joining a cluster, in seconds per stage (GCS port wait,
-# gRPC connect, Python client connect). Ray's defaults add up to over a minute for
-# an address where nothing listens; these make a typo fail in seconds. Set the
-# RAY_* variables yourself to override them.
-_CONNECT_ENV = ("RAY_gcs_server_port_wait_time_s", "RAY_gcs_rpc_server_connect_timeout_s",
-                "RAY_py_gcs_connect_timeout_s")
-
-
 @dataclass(frozen=True)
 class RaySettings:
     """How a job gets its Ray. ``key`` is the config key ``address`` came from,
@@ -54,7 +46,7 @@ class RaySettings:
     include_dashboard: bool = False
     log_to_driver: bool = True
     key: str = "runtime.address"
-    connect_timeout_s: int = 3
+    connect_timeout_s: float = 5.0
 
 
 def resolve_address(address: str | None, *, key: str = "runtime.address") -> str | None:
@@ -91,15 +83,36 @@ def start(settings: RaySettings) -> None:
                  include_dashboard=settings.include_dashboard,
                  log_to_driver=settings.log_to_driver, configure_logging=False)
         return
-    for name in _CONNECT_ENV:
-        os.environ.setdefault(name, str(settings.connect_timeout_s))
+    where = f"{settings.key}={settings.address or address!r}"
+    if not reachable(address, timeout_s=settings.connect_timeout_s):
+        raise ClusterUnreachableError(
+            f"{where}: nothing answers at {address}; check the address, or {START_HINT}")
     try:
         ray.init(address=address, log_to_driver=settings.log_to_driver)
     except ConnectionError as exc:
         raise ClusterUnreachableError(
-            f"{settings.key}={settings.address or address!r}: cannot reach a Ray cluster at "
-            f"{address} ({' '.join(str(exc).split())[:200]}); check the address, or "
-            f"{START_HINT}") from exc
+            f"{where}: cannot join the Ray cluster at {address} "
+            f"({' '.join(str(exc).split())[:200]}); check the address, or {START_HINT}"
+        ) from exc
+
+
+def reachable(address: str, *, timeout_s: float) -> bool:
+    """Whether something accepts a TCP connection at ``address`` (``[scheme://]host:port``).
+
+    Ray retries an address where nothing listens for over a minute, and the C++
+    settings that shorten that are read once when ``ray`` is imported; a plain
+    connect answers in milliseconds. An address this cannot parse is left to Ray.
+    """
+    import socket
+
+    host, _, port = address.split("://")[-1].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        return True
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def split_resources(requested: Mapping[str, float],
