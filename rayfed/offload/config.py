@@ -13,10 +13,7 @@ from typing import Any
 
 from rayfed.config import TrackingConfig
 from rayfed.errors import ConfigError
-
-DEVICE_KINDS = ("edge", "cloud")
-TASK_OPS = ("infer", "train")
-ZOO_DATASETS = ("digits", "mnist1d")
+from rayfed.offload.types import DEVICE_KINDS, POLICY_NAMES, TASK_OPS, ZOO_DATASETS, device_name
 
 
 @dataclass
@@ -90,7 +87,7 @@ class OffloadFaultConfig:
 
 @dataclass
 class OffloadConfig:
-    # One of rayfed.offload.policies.POLICIES, or "all".
+    # One of rayfed.offload.types.POLICY_NAMES, or "all".
     policy: str = "all"
     num_tasks: int = 1000
     # Poisson arrivals, tasks per second.
@@ -145,16 +142,15 @@ def to_offload_config(cfg: Any) -> OffloadJobConfig:
 
 def validate(cfg: OffloadConfig) -> list[str]:
     """Every problem with ``cfg``, each naming its key and the fix."""
-    from rayfed.offload.policies import POLICIES
-
     p: list[str] = []
 
     def check(ok: bool, message: str) -> None:
         if not ok:
             p.append(message)
 
-    check(cfg.policy == "all" or cfg.policy in POLICIES,
-          f"offload.policy={cfg.policy!r} is unknown; pick 'all' or one of {sorted(POLICIES)}")
+    check(cfg.policy == "all" or cfg.policy in POLICY_NAMES,
+          f"offload.policy={cfg.policy!r} is unknown; pick 'all' or one of "
+          f"{sorted(POLICY_NAMES)}")
     check(cfg.num_tasks >= 1, f"offload.num_tasks={cfg.num_tasks} must be >= 1")
     check(cfg.arrival_rate > 0, f"offload.arrival_rate={cfg.arrival_rate} must be > 0 tasks/s")
     check(0 <= cfg.threshold <= 1, f"offload.threshold={cfg.threshold} must be in [0, 1]")
@@ -206,9 +202,8 @@ def validate(cfg: OffloadConfig) -> list[str]:
         check(t.deadline_ms > 0, f"{key}.deadline_ms={t.deadline_ms} must be > 0")
     crash = cfg.faults.crash_device
     if crash is not None:
-        from rayfed.offload.profiles import device_names
-
-        names = device_names(fleet)
+        names = [device_name(cls, i) for cls, d in fleet.devices.items()
+                 for i in range(d.count)]
         check(crash in names, f"offload.faults.crash_device={crash!r} is not a device; "
                               f"pick one of {names}")
         check(cfg.faults.crash_after_tasks >= 1,

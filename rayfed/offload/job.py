@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rayfed.offload.config import OffloadJobConfig
+from rayfed.offload.types import POLICY_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,6 @@ def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
 
     from rayfed.job import record_failure
     from rayfed.offload.metrics import lower_bound, plot_latency_cdfs, processing_times, summarize
-    from rayfed.offload.policies import POLICIES
     from rayfed.offload.runner import OffloadRun
     from rayfed.tracking import NullTracker, Tracker
     from rayfed.tracking.mlflow import MlflowTracker
@@ -96,7 +96,7 @@ def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
     tracker: Tracker = (MlflowTracker(uri=job.tracking.uri, experiment=job.tracking.experiment,
                                       run_name=job.name)
                         if job.tracking.enabled else NullTracker())
-    policies = list(POLICIES) if cfg.policy == "all" else [cfg.policy]
+    policies = list(POLICY_NAMES) if cfg.policy == "all" else [cfg.policy]
     try:
         tracker.start(params=asdict(cfg), tags={"job": "offload"})
         with OffloadRun(cfg) as run:
