@@ -87,7 +87,8 @@ class OffloadFaultConfig:
 
 @dataclass
 class OffloadConfig:
-    # One of rayfed.offload.types.POLICY_NAMES, or "all".
+    # "all", one of rayfed.offload.types.POLICY_NAMES, or several, comma-separated and
+    # quoted for Hydra: 'offload.policy="greedy_eft,threshold"'. Run in that order.
     policy: str = "all"
     num_tasks: int = 1000
     # Poisson arrivals, tasks per second.
@@ -140,6 +141,13 @@ def to_offload_config(cfg: Any) -> OffloadJobConfig:
     return obj
 
 
+def selected_policies(cfg: OffloadConfig) -> list[str]:
+    """The policies a run compares, in the order it runs them."""
+    if cfg.policy.strip() == "all":
+        return list(POLICY_NAMES)
+    return [n.strip() for n in cfg.policy.split(",") if n.strip()]
+
+
 def validate(cfg: OffloadConfig) -> list[str]:
     """Every problem with ``cfg``, each naming its key and the fix."""
     p: list[str] = []
@@ -148,9 +156,10 @@ def validate(cfg: OffloadConfig) -> list[str]:
         if not ok:
             p.append(message)
 
-    check(cfg.policy == "all" or cfg.policy in POLICY_NAMES,
-          f"offload.policy={cfg.policy!r} is unknown; pick 'all' or one of "
-          f"{sorted(POLICY_NAMES)}")
+    unknown = [n for n in selected_policies(cfg) if n not in POLICY_NAMES]
+    check(not unknown and bool(selected_policies(cfg)),
+          f"offload.policy={cfg.policy!r}: {', '.join(unknown) or 'no policy'} is not a "
+          f"policy; pick 'all', or one or more (comma-separated) of {sorted(POLICY_NAMES)}")
     check(cfg.num_tasks >= 1, f"offload.num_tasks={cfg.num_tasks} must be >= 1")
     check(cfg.arrival_rate > 0, f"offload.arrival_rate={cfg.arrival_rate} must be > 0 tasks/s")
     check(0 <= cfg.threshold <= 1, f"offload.threshold={cfg.threshold} must be in [0, 1]")
