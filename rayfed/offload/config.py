@@ -89,8 +89,8 @@ class OffloadFaultConfig:
 class OffloadConfig:
     # "all", one of rayfed.offload.types.POLICY_NAMES, or several, comma-separated and
     # quoted for Hydra: 'offload.policy="greedy_eft,threshold"'. Run in that order.
-    policy: str = "all"
-    num_tasks: int = 1000
+    policy: str = "greedy_eft,deadline_aware,threshold,all_cloud"
+    num_tasks: int = 60
     # Poisson arrivals, tasks per second.
     arrival_rate: float = 40.0
     seed: int = 0
