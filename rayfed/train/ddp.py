@@ -285,7 +285,8 @@ def fit(plan: WorkerPlan, scaling: Scaling, *, run_name: str, storage_path: str,
             name=run_name, storage_path=os.path.abspath(storage_path),
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
-            logging_config=LoggingConfig(log_level=console_log_level)),
+            # Ray Train v2's RunConfig; the v1 signature mypy sees lacks it.
+            logging_config=LoggingConfig(log_level=console_log_level)),  # type: ignore[call-arg]
     )
     return trainer.fit()
 
