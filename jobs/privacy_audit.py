@@ -14,26 +14,31 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rayfed.config import register_configs
+from rayfed.config import Config, register_configs
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="privacy_audit")
-def main(dict_cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
+def audit(cfg: Config) -> bool:
     from rayfed.audit import run_audit
-    from rayfed.config import to_config
 
-    cfg = to_config(dict_cfg)
-    cfg.output_dir = HydraConfig.get().runtime.output_dir
     out = run_audit(cfg)
     print(f"empirical ε lower bound {out['epsilon_lower']:.3f} (confidence {out['confidence']}) "
           f"vs accountant ε {out['epsilon_claimed']:.3f} at δ={out['delta']:g} over "
           f"{out['rounds']} rounds, {out['trials']} trials per world: {out['verdict']}")
-    if out["flagged"]:
+    return bool(out["flagged"])
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="privacy_audit")
+def main(dict_cfg: DictConfig) -> None:
+    from rayfed.audit import audit_problems
+    from rayfed.config import to_config, validate
+    from rayfed.job import run_job
+
+    flagged = run_job(dict_cfg, convert=to_config,
+                      check=lambda cfg: validate(cfg) + audit_problems(cfg), run=audit)
+    if flagged:
         sys.exit(1)
 
 

@@ -136,11 +136,19 @@ def audit(plan: UserLevelPlan, *, trials: int = 100_000, rounds: int = 1,
         false_negative_rate=float((inn <= best).mean()), noise_scale=noise_scale)
 
 
+def audit_problems(cfg: Config) -> list[str]:
+    """What the audit needs of a config beyond :func:`rayfed.config.validate`."""
+    if cfg.privacy.name != "central_dp":
+        return [f"the audit covers user-level DP; set privacy=central_dp (got "
+                f"privacy={cfg.privacy.name})"]
+    return []
+
+
 def run_audit(cfg: Config) -> dict[str, Any]:
     """Body of ``jobs/privacy_audit.py``: audit the configured mechanism, write audit.json."""
-    if cfg.privacy.name != "central_dp":
-        raise ConfigError([f"the audit covers user-level DP; set privacy=central_dp (got "
-                           f"privacy={cfg.privacy.name})"])
+    problems = audit_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
     a = cfg.audit
     from rayfed.plan import resolve
 

@@ -41,3 +41,8 @@ class SecureAggError(RayfedError):
 class IntegrityError(SecureAggError, ValueError):
     """A ciphertext made under another key, or for another round, rejected before
     it is summed (TenSEAL alone would decrypt it to garbage)."""
+
+
+class ClusterUnreachableError(RayfedError, ConnectionError):
+    """The Ray cluster a job was told to join is not there; the message names the
+    config key and how to start one."""

@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import traceback
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from rayfed.config import Config, validate
-from rayfed.errors import ConfigError
 from rayfed.plan import RunPlan, resolve
 
 log = logging.getLogger(__name__)
@@ -169,7 +167,7 @@ def _run(plan: RunPlan, tracker: Any, console: Any, rounds_log: logging.Logger, 
 
     from rayfed.compression.final import export_final_model
     from rayfed.fl.orchestrator import Orchestrator
-    from rayfed.tracking import RunStatus
+    from rayfed.job import failure_status, record_failure
     from rayfed.tracking.plots import plot_rounds
 
     out_dir = Path(cfg.output_dir)
@@ -227,14 +225,8 @@ def _run(plan: RunPlan, tracker: Any, console: Any, rounds_log: logging.Logger, 
             "final_accuracy", "epsilon", "delta", "rounds_completed", "wall_seconds")}))
         return summary
     except BaseException as exc:
-        status: RunStatus = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        summary = orch.summary(status=status) if orch else {"status": status}
-        summary["error"] = f"{type(exc).__name__}: {exc}"
-        summary["traceback"] = traceback.format_exc(limit=5)
-        _write_json(summary_path, summary)
-        if tracker.run_id:
-            tracker.log_artifact(summary_path)
-        tracker.finish(status)
+        record_failure(exc, summary_path, tracker=tracker,
+                       details=orch.summary(status=failure_status(exc)) if orch else None)
         raise
     finally:
         if orch is not None:
@@ -256,27 +248,31 @@ def sweep_trial(cfg: Config, *, sweep_id: str,
 
 
 def run_from_hydra(dict_cfg: Any) -> float | None:
-    """Body of ``jobs/federated.py``: convert, check, run."""
+    """Body of ``jobs/federated.py``: :func:`rayfed.job.run_job` over
+    :func:`run_federated`; returns the final accuracy (what Hydra sweeps optimise)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
     from rayfed.config import to_config
+    from rayfed.job import run_job
+    from rayfed.runtime import RaySettings
 
-    hc = HydraConfig.get()
-    cfg = replace(to_config(dict_cfg), output_dir=hc.runtime.output_dir)
-    run_name, parent = None, None
-    if hc.mode == RunMode.MULTIRUN and cfg.tracking.enabled:
-        run_name, parent = sweep_trial(cfg, sweep_id=str(hc.sweep.dir),
-                                       overrides=hc.overrides.task)
-    try:
-        plan = resolve(cfg)
-    except ConfigError as exc:
-        _exit_invalid(exc.problems)
-    summary = run_federated(plan, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True),
-                            run_name=run_name, parent_run_id=parent)
-    acc = summary.get("final_accuracy")
-    return float(acc) if acc is not None else None
+    def run(plan: RunPlan) -> float | None:
+        hc = HydraConfig.get()
+        cfg = plan.config
+        run_name, parent = None, None
+        if hc.mode == RunMode.MULTIRUN and cfg.tracking.enabled:
+            run_name, parent = sweep_trial(cfg, sweep_id=str(hc.sweep.dir),
+                                           overrides=hc.overrides.task)
+        summary = run_federated(plan, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True),
+                                run_name=run_name, parent_run_id=parent)
+        acc = summary.get("final_accuracy")
+        return float(acc) if acc is not None else None
+
+    # ``resolve`` validates (once for the whole run) and plans, before Ray starts.
+    return run_job(dict_cfg, convert=to_config, plan=resolve, run=run,
+                   ray=lambda cfg: RaySettings.of(cfg.runtime))
 
 
 def main_guard(argv: Sequence[str], *, config_dir: Path) -> None:
@@ -288,15 +284,9 @@ def main_guard(argv: Sequence[str], *, config_dir: Path) -> None:
         return
     problems = preflight(overrides, config_dir=config_dir, sweep=multirun, validate_all=False)
     if problems:
-        _exit_invalid(problems)
+        import sys
 
+        from rayfed.job import EXIT_CONFIG, print_problems
 
-def _exit_invalid(problems: Sequence[str]) -> NoReturn:
-    """Exit with status 2, every problem listed, before anything started."""
-    import sys
-
-    print(f"rayfed: invalid configuration ({len(problems)} problem(s)); nothing was "
-          "started:", file=sys.stderr)
-    for p in problems:
-        print(f"  - {p}", file=sys.stderr)
-    sys.exit(2)
+        print_problems(problems, started=False)
+        sys.exit(EXIT_CONFIG)

@@ -31,7 +31,7 @@ from rayfed.errors import ConfigError
 from rayfed.fl.aggregation import Aggregation, EncryptedAggregation, PlainAggregation
 from rayfed.fl.checkpoint import RunCheckpoints, load_key
 from rayfed.fl.collect import Collector, fetch
-from rayfed.fl.placement import ParticipantActors, start_ray
+from rayfed.fl.placement import ParticipantActors
 from rayfed.fl.report import round_metrics, run_summary
 from rayfed.fl.rounds import decide, num_participants, participant_seed, select_participants
 from rayfed.fl.screening import UpdateSpec
@@ -39,6 +39,7 @@ from rayfed.models import build_model, get_flat, set_flat, spec_from_config
 from rayfed.plan import RunPlan, build_pipeline, plan_state, resolve, resume_plan
 from rayfed.privacy.plan import shard_problems
 from rayfed.privacy.server import BUDGET_EXHAUSTED, build_privacy
+from rayfed.runtime import RaySettings, start
 from rayfed.strategies.config import strategy_from_config
 from rayfed.tracking import NullTracker, Tracker
 from rayfed.train import evaluate
@@ -82,7 +83,7 @@ class Orchestrator:
         self.pipeline = build_pipeline(plan)  # the server's copy decodes (no key in it)
         self.privacy = build_privacy(plan.privacy, seed=cfg.seed)
         run_id = self._restore(state) if state is not None else None
-        start_ray(cfg.runtime)
+        start(RaySettings.of(cfg.runtime))
         session = None
         if plan.secure_agg is not None:
             from rayfed.secure_agg.session import SecureAggregation

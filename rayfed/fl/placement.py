@@ -29,6 +29,7 @@ from rayfed.errors import RayfedError
 from rayfed.fl.config import RuntimeConfig
 from rayfed.fl.host import ParticipantHost
 from rayfed.plan import RunPlan
+from rayfed.runtime import available_resources
 from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
 
 log = logging.getLogger(__name__)
@@ -85,35 +86,13 @@ class Pending:
     server_round: int
 
 
-def start_ray(runtime: RuntimeConfig) -> None:
-    """Join ``runtime.address`` (or RAY_ADDRESS), else start a local Ray."""
-    if ray.is_initialized():
-        return
-    address = runtime.address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # "local": without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster
-        # names (left by `ray start` or ray.cluster_utils), and then refuses num_cpus.
-        ray.init(address="local", num_cpus=runtime.num_cpus,
-                 include_dashboard=runtime.include_dashboard, log_to_driver=True,
-                 configure_logging=False)
-
-
 def _resource_options(runtime: RuntimeConfig) -> dict[str, Any]:
     """Custom resources the config asks for, minus those the cluster lacks.
 
     A laptop has no ``edge`` or ``cloud`` resources; actors then fall back to
     plain CPUs and we say so once, instead of hanging unschedulable.
     """
-    if not runtime.resources:
-        return {}
-    have = ray.cluster_resources()
-    keep = {k: v for k, v in runtime.resources.items() if have.get(k, 0) >= v}
-    missing = sorted(set(runtime.resources) - set(keep))
-    if missing:
-        log.warning("cluster has no %s resource(s); participants fall back to plain CPUs",
-                    ", ".join(missing))
+    keep = available_resources(runtime.resources, what="runtime.resources")
     return {"resources": keep} if keep else {}
 
 

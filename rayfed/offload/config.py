@@ -12,11 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayfed.errors import ConfigError
+from rayfed.offload.types import DEVICE_KINDS, POLICY_NAMES, TASK_OPS, ZOO_DATASETS, device_name
 from rayfed.tracking.config import TrackingConfig
-
-DEVICE_KINDS = ("edge", "cloud")
-TASK_OPS = ("infer", "train")
-ZOO_DATASETS = ("digits", "mnist1d")
 
 
 @dataclass
@@ -90,9 +87,10 @@ class OffloadFaultConfig:
 
 @dataclass
 class OffloadConfig:
-    # One of rayfed.offload.policies.POLICIES, or "all".
-    policy: str = "all"
-    num_tasks: int = 1000
+    # "all", one of rayfed.offload.types.POLICY_NAMES, or several, comma-separated and
+    # quoted for Hydra: 'offload.policy="greedy_eft,threshold"'. Run in that order.
+    policy: str = "greedy_eft,deadline_aware,threshold,all_cloud"
+    num_tasks: int = 60
     # Poisson arrivals, tasks per second.
     arrival_rate: float = 40.0
     seed: int = 0
@@ -143,18 +141,25 @@ def to_offload_config(cfg: Any) -> OffloadJobConfig:
     return obj
 
 
+def selected_policies(cfg: OffloadConfig) -> list[str]:
+    """The policies a run compares, in the order it runs them."""
+    if cfg.policy.strip() == "all":
+        return list(POLICY_NAMES)
+    return [n.strip() for n in cfg.policy.split(",") if n.strip()]
+
+
 def validate(cfg: OffloadConfig) -> list[str]:
     """Every problem with ``cfg``, each naming its key and the fix."""
-    from rayfed.offload.policies import POLICIES
-
     p: list[str] = []
 
     def check(ok: bool, message: str) -> None:
         if not ok:
             p.append(message)
 
-    check(cfg.policy == "all" or cfg.policy in POLICIES,
-          f"offload.policy={cfg.policy!r} is unknown; pick 'all' or one of {sorted(POLICIES)}")
+    unknown = [n for n in selected_policies(cfg) if n not in POLICY_NAMES]
+    check(not unknown and bool(selected_policies(cfg)),
+          f"offload.policy={cfg.policy!r}: {', '.join(unknown) or 'no policy'} is not a "
+          f"policy; pick 'all', or one or more (comma-separated) of {sorted(POLICY_NAMES)}")
     check(cfg.num_tasks >= 1, f"offload.num_tasks={cfg.num_tasks} must be >= 1")
     check(cfg.arrival_rate > 0, f"offload.arrival_rate={cfg.arrival_rate} must be > 0 tasks/s")
     check(0 <= cfg.threshold <= 1, f"offload.threshold={cfg.threshold} must be in [0, 1]")
@@ -206,9 +211,8 @@ def validate(cfg: OffloadConfig) -> list[str]:
         check(t.deadline_ms > 0, f"{key}.deadline_ms={t.deadline_ms} must be > 0")
     crash = cfg.faults.crash_device
     if crash is not None:
-        from rayfed.offload.profiles import device_names
-
-        names = device_names(fleet)
+        names = [device_name(cls, i) for cls, d in fleet.devices.items()
+                 for i in range(d.count)]
         check(crash in names, f"offload.faults.crash_device={crash!r} is not a device; "
                               f"pick one of {names}")
         check(cfg.faults.crash_after_tasks >= 1,

@@ -26,8 +26,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from rayfed.offload.profiles import DeviceKind, DeviceProfile, transfer_s
+from rayfed.offload.profiles import DeviceProfile, transfer_s
 from rayfed.offload.tasks import Task
+from rayfed.offload.types import DeviceKind
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ distorting each other's measurements.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections.abc import Mapping
@@ -27,8 +26,7 @@ import torch
 from rayfed.offload.config import FleetConfig
 from rayfed.offload.profiles import DeviceProfile
 from rayfed.offload.zoo import ZooModel, instantiate, run_task
-
-log = logging.getLogger(__name__)
+from rayfed.runtime import available_resources
 
 
 @dataclass(frozen=True)
@@ -141,10 +139,11 @@ class CloudWorker(DeviceActor):
 
 def _actor_options(profile: DeviceProfile, fleet: FleetConfig,
                    have: Mapping[str, float]) -> dict[str, Any]:
-    """Ask for the custom ``edge``/``cloud`` resource only where the cluster has it."""
+    """Ask for the custom ``edge``/``cloud`` resource only where the cluster has it
+    (``have``: the custom resources :func:`rayfed.runtime.available_resources` kept)."""
     opts: dict[str, Any] = {"num_cpus": fleet.actor_num_cpus, "max_restarts": 0,
                             "max_task_retries": 0, "max_concurrency": 1000}
-    if have.get(profile.kind, 0) >= fleet.resource_per_actor:
+    if profile.kind in have:
         opts["resources"] = {profile.kind: fleet.resource_per_actor}
     if profile.kind == "cloud" and fleet.cloud_num_gpus > 0 and have.get("GPU", 0) > 0:
         opts["num_gpus"] = fleet.cloud_num_gpus
@@ -155,11 +154,10 @@ def spawn_fleet(profiles: tuple[DeviceProfile, ...], zoo: Mapping[str, ZooModel]
                 fleet: FleetConfig, *, crash_device: str | None = None,
                 crash_after_tasks: int = 5) -> dict[str, Any]:
     """One actor per profile; returns ``{name: handle}`` once every actor is up."""
-    have = ray.cluster_resources()
-    missing = sorted({p.kind for p in profiles} - {k for k in ("edge", "cloud") if have.get(k)})
-    if missing:
-        log.warning("cluster has no %s resource(s); devices fall back to plain CPUs",
-                    ", ".join(missing))
+    cluster = ray.cluster_resources()
+    have = {**available_resources({p.kind: fleet.resource_per_actor for p in profiles},
+                                  what="the offload fleet", have=cluster),
+            "GPU": cluster.get("GPU", 0.0)}
     zoo_ref = ray.put(dict(zoo))
     handles: dict[str, Any] = {}
     for p in profiles:

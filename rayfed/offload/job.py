@@ -10,83 +10,64 @@ in the run, an ``acceptance`` block compares them.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import traceback
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rayfed.offload.config import OffloadJobConfig
-from rayfed.tracking.base import RunStatus
+from rayfed.offload.config import OffloadJobConfig, selected_policies
+from rayfed.offload.report import acceptance, console_table, markdown_table
 
-log = logging.getLogger(__name__)
-
-TABLE_COLUMNS = ("p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "deadline_miss_rate",
-                 "makespan_s", "offload_fraction", "int8_fraction", "decision_us_p50")
+if TYPE_CHECKING:
+    from rayfed.tracking import Tracker
 
 
-def acceptance(policies: dict[str, dict[str, Any]], lower_bound_s: float) -> dict[str, Any]:
-    """Issue 6's criteria, computed from the run (``None`` where a policy is missing)."""
-    out: dict[str, Any] = {}
-    g = policies.get("greedy_eft")
-    if g is None:
-        return out
-    for base in ("threshold", "all_cloud"):
-        if base in policies:
-            b = policies[base]["p95_latency_ms"]
-            out[f"p95_reduction_vs_{base}"] = 1.0 - g["p95_latency_ms"] / b
-    out["makespan_over_lower_bound"] = g["makespan_s"] / lower_bound_s
-    out["passed"] = (all(v >= 0.30 for k, v in out.items() if k.startswith("p95_reduction"))
-                     and out["makespan_over_lower_bound"] <= 1.25)
-    return out
+def write_policy(name: str, summary: dict[str, Any], *, out_dir: Path, tracker: Tracker,
+                 step: int) -> Path:
+    """Keep one finished policy's results (file and MLflow) before the next one starts,
+    so that an interrupted run loses only the policy it was in."""
+    path = out_dir / "policies" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"policy": name, **summary}, indent=2) + "\n")
+    tracker.log_metrics({f"{name}.{k}": v for k, v in summary.items()
+                         if isinstance(v, int | float)}, step=step)
+    tracker.log_artifact(path, artifact_path="policies")
+    return path
 
 
-def markdown_table(summary: dict[str, Any]) -> str:
-    """The policy table of docs/offloading.md, from a ``summary.json``."""
-    cols = ("p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "deadline_miss_rate",
-            "makespan_s", "makespan_over_lower_bound", "offload_fraction", "int8_fraction",
-            "decision_us_p50")
-    lines = ["| policy | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, s in summary["policies"].items():
-        lines.append(f"| {name} | " + " | ".join(
-            f"{s[c]:.3f}" if c.endswith(("rate", "fraction", "bound")) else f"{s[c]:.1f}"
-            for c in cols) + " |")
-    lines.append("")
-    lines.append(f"Lower bound on the makespan: {summary['lower_bound_makespan_s']:.2f} s "
-                 f"({summary['num_tasks']} tasks at {summary['arrival_rate']} tasks/s).")
-    acc = summary.get("acceptance") or {}
-    if acc:
-        lines.append("Acceptance: " + ", ".join(
-            f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in acc.items())
-            + ".")
-    return "\n".join(lines) + "\n"
+def _progress(console: Any, *, show: bool) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-
-def _table(summary: dict[str, Any]) -> Any:
-    from rich.table import Table
-
-    table = Table(title=f"offloading: {summary['num_tasks']} tasks at "
-                        f"{summary['arrival_rate']}/s; makespan lower bound "
-                        f"{summary['lower_bound_makespan_s']:.2f} s")
-    table.add_column("policy")
-    for c in TABLE_COLUMNS:
-        table.add_column(c, justify="right")
-    for name, s in summary["policies"].items():
-        table.add_row(name, *(f"{s[c]:.3f}" if isinstance(s[c], float) else str(s[c])
-                              for c in TABLE_COLUMNS))
-    return table
+    return Progress(TextColumn("[bold]{task.description:>14}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn(), console=console, disable=not show)
 
 
 def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
-                show_progress: bool = True) -> dict[str, Any]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+                show_progress: bool = True,
+                on_policy: Callable[[str, dict[str, Any]], None] | None = None
+                ) -> dict[str, Any]:
+    """Every selected policy on one stream; returns ``summary.json``'s content.
 
+    ``policies/<name>.json`` and the policy's MLflow metrics are written as soon
+    as it finishes (then ``on_policy(name, its summary)`` is called), so a run
+    interrupted later keeps them; its ``summary.json`` (status KILLED) lists them too.
+    """
+    from rich.console import Console
+
+    from rayfed.job import record_failure
     from rayfed.offload.metrics import lower_bound, plot_latency_cdfs, processing_times, summarize
-    from rayfed.offload.policies import POLICIES
     from rayfed.offload.runner import OffloadRun
-    from rayfed.tracking import NullTracker, Tracker
+    from rayfed.tracking import NullTracker
     from rayfed.tracking.mlflow import MlflowTracker
 
     cfg = job.offload
@@ -97,36 +78,48 @@ def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
     tracker: Tracker = (MlflowTracker(uri=job.tracking.uri, experiment=job.tracking.experiment,
                                       run_name=job.name)
                         if job.tracking.enabled else NullTracker())
-    policies = list(POLICIES) if cfg.policy == "all" else [cfg.policy]
+    policies = selected_policies(cfg)
+    per_policy: dict[str, dict[str, Any]] = {}
     try:
         tracker.start(params=asdict(cfg), tags={"job": "offload"})
-        with OffloadRun(cfg) as run:
+        num_devices = sum(d.count for d in cfg.fleet.devices.values())
+        setup = (console.status(f"setting up: model zoo, {num_devices} device "
+                                "actors, calibration") if show_progress else nullcontext())
+        with setup:
+            run = OffloadRun(cfg)
+        with run:
             tasks = run.stream()
             results = {}
-            # The emulation scales measured CPU time, so a busy host shows up in the
-            # numbers; record its load next to them.
-            host_load: dict[str, tuple[float, float]] = {}
-            with Progress(TextColumn("[bold]{task.description:>14}"), BarColumn(),
-                          MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                          disable=not show_progress) as progress:
-                for name in policies:
+            with _progress(console, show=show_progress) as progress:
+                overall = (progress.add_task("all policies", total=len(policies) * len(tasks))
+                           if len(policies) > 1 else None)
+                for step, name in enumerate(policies):
                     bar = progress.add_task(name, total=len(tasks))
+                    # The emulation scales measured CPU time, so a busy host shows up
+                    # in the numbers; record its load next to them.
                     load_before = os.getloadavg()[0]
-                    def advance(done: int, bar: Any = bar) -> None:
+
+                    def advance(done: int, bar: Any = bar, base: int = step * len(tasks)
+                                ) -> None:
                         progress.update(bar, completed=done)
+                        if overall is not None:
+                            progress.update(overall, completed=base + done)
 
                     results[name] = run.run_policy(name, tasks, on_progress=advance)
-                    progress.update(bar, completed=len(tasks))
-                    host_load[name] = (load_before, os.getloadavg()[0])
+                    advance(len(tasks))
+                    s = summarize(results[name], run.profiles)
+                    s["host_load_1min_before_after"] = [load_before, os.getloadavg()[0]]
+                    write_policy(name, s, out_dir=out_dir, tracker=tracker, step=step)
+                    per_policy[name] = s
+                    if on_policy is not None:
+                        on_policy(name, s)
             records = [r for res in results.values() for r in res.records]
             names, proc = processing_times(tasks, run.profiles, records, run.rates,
                                            max_accuracy_drop=cfg.max_accuracy_drop)
             lb = lower_bound(tasks, run.profiles, names, proc)
             profiles, kinds = run.profiles, run.kinds
-        per_policy = {n: summarize(r, profiles) for n, r in results.items()}
-        for name, s in per_policy.items():
+        for s in per_policy.values():
             s["makespan_over_lower_bound"] = s["makespan_s"] / lb
-            s["host_load_1min_before_after"] = list(host_load[name])
         summary: dict[str, Any] = {
             "status": "FINISHED", "num_tasks": cfg.num_tasks, "arrival_rate": cfg.arrival_rate,
             "lower_bound_makespan_s": lb, "policies": per_policy,
@@ -142,45 +135,39 @@ def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
         (out_dir / "policy_table.md").write_text(markdown_table(summary))
         (out_dir / "config.yaml").write_text(resolved_yaml or json.dumps(asdict(job), indent=2))
-        for i, (name, s) in enumerate(per_policy.items()):
-            tracker.log_metrics({f"{name}.{k}": v for k, v in s.items()
-                                 if isinstance(v, int | float)}, step=i)
+        tracker.log_metrics({f"{n}.makespan_over_lower_bound": s["makespan_over_lower_bound"]
+                             for n, s in per_policy.items()}, step=len(policies))
         tracker.log_metrics({"lower_bound_makespan_s": lb}, step=0)
         for plot in plot_latency_cdfs(results, out_dir / "plots"):
             tracker.log_artifact(plot, artifact_path="plots")
         tracker.log_artifact(summary_path)
         tracker.log_artifact(out_dir / "config.yaml")
         tracker.finish("FINISHED")
-        console.print(_table(summary))
+        console.print(console_table(summary))
         return summary
     except BaseException as exc:
-        status: RunStatus = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        summary_path.write_text(json.dumps({
-            "status": status, "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(limit=5)}, indent=2) + "\n")
-        tracker.finish(status)
+        record_failure(exc, summary_path, tracker=tracker,
+                       details={"num_tasks": cfg.num_tasks, "arrival_rate": cfg.arrival_rate,
+                                "policies_finished": list(per_policy),
+                                "policies": per_policy})
         raise
 
 
 def run_from_hydra(dict_cfg: Any) -> float | None:
-    """Body of ``jobs/offload.py``: convert, check, start Ray, run."""
-    import ray
-    from hydra.core.hydra_config import HydraConfig
+    """Body of ``jobs/offload.py``: :func:`rayfed.job.run_job` over :func:`run_offload`;
+    returns greedy_eft's p95 latency when it ran."""
     from omegaconf import OmegaConf
 
-    from rayfed.offload.config import check_offload, to_offload_config
+    from rayfed.job import run_job
+    from rayfed.offload.config import to_offload_config, validate
+    from rayfed.runtime import RaySettings
 
-    job = to_offload_config(dict_cfg)
-    job.output_dir = HydraConfig.get().runtime.output_dir
-    check_offload(job.offload)
-    if not ray.is_initialized():
-        address = job.ray_address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            ray.init(address=address)
-        else:
-            # "local": never attach to another cluster running on this machine.
-            ray.init(address="local", num_cpus=job.num_cpus, include_dashboard=False,
-                     configure_logging=False)
-    summary = run_offload(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
-    g = summary["policies"].get("greedy_eft")
-    return float(g["p95_latency_ms"]) if g else None
+    def run(job: OffloadJobConfig) -> float | None:
+        summary = run_offload(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
+        g = summary["policies"].get("greedy_eft")
+        return float(g["p95_latency_ms"]) if g else None
+
+    return run_job(dict_cfg, convert=to_offload_config, check=lambda job: validate(job.offload),
+                   run=run, ray=lambda job: RaySettings(address=job.ray_address,
+                                                        num_cpus=job.num_cpus,
+                                                        key="ray_address"))

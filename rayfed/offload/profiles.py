@@ -12,11 +12,9 @@ compute time is the measured CPU time of the real work multiplied by it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from rayfed.offload.config import FleetConfig
-
-DeviceKind = Literal["edge", "cloud"]
+from rayfed.offload.types import DeviceKind, device_name
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ def fleet_profiles(fleet: FleetConfig) -> tuple[DeviceProfile, ...]:
     for cls, d in fleet.devices.items():
         for i in range(d.count):
             out.append(DeviceProfile(
-                name=f"{cls}-{i}", kind=d.kind,  # type: ignore[arg-type]
+                name=device_name(cls, i), kind=d.kind,  # type: ignore[arg-type]
                 device_class=cls, slowdown=d.slowdown,
                 memory_bytes=int(d.memory_mb * 2**20), bandwidth_mbps=d.bandwidth_mbps,
                 latency_ms=d.latency_ms, energy_nj_per_flop=d.energy_nj_per_flop,

@@ -33,6 +33,7 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from rayfed.runtime import available_resources
 from rayfed.secure_agg.ciphertexts import EncryptedUpdate
 from rayfed.secure_agg.config import SecureAggPlan
 from rayfed.secure_agg.keys import KeyAuthority, KeyBundle
@@ -98,17 +99,11 @@ def decryptor_options(sa: SecureAggPlan | Any) -> dict[str, Any]:
     # No CPU reserved: it decrypts one sum per round and must not take a slot
     # from the participants (a 2-CPU test cluster would otherwise stall).
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
-    wanted = dict(sa.decryptor_resources)
-    if wanted:
-        have = ray.cluster_resources()
-        keep = {k: v for k, v in wanted.items() if have.get(k, 0) >= v}
-        if len(keep) < len(wanted):
-            missing = sorted(set(wanted) - set(keep))
-            log.warning("cluster lacks secure_agg.decryptor_resources %s; the decryptor "
-                        "runs wherever Ray puts it", missing)
-        if keep:
-            options["resources"] = keep
-            return options
+    keep = available_resources(dict(sa.decryptor_resources),
+                               what="secure_agg.decryptor_resources")
+    if keep:
+        options["resources"] = keep
+        return options
     here = ray.get_runtime_context().get_node_id()
     others = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != here]
     if others:

@@ -15,6 +15,7 @@ round (``participant.trainer=ddp``, :func:`ddp_local_round`).
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -66,6 +67,9 @@ class WorkerPlan:
     crash_rank: int | None = None
     crash_epoch: int = 0
     tags: dict[str, Any] = field(default_factory=dict)
+    # A ray.util.queue.Queue: every rank puts {"rank": r, **metrics} after each
+    # epoch, for the driver's progress display and job log.
+    progress: Any = None
 
 
 def _restore(model: nn.Module) -> dict[str, Any]:
@@ -92,11 +96,26 @@ def _global_epoch_stats(loss: float, seen: int, seconds: float,
     return float(sums[0].item()) / max(total, 1), total, float(slowest.item())
 
 
+def _quiet_rank_reports() -> None:
+    """Keep Ray Train's "Reporting training result" line per rank and epoch off the
+    console: the progress queue brings the reports to the job's log instead.
+
+    Ray Train 2.x logs it under a logger named by its file path, outside
+    ``ray.train``, so ``RunConfig(logging_config=...)`` does not reach it."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray Train layout: its lines stay on the console
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def worker_loop(config: dict[str, Any]) -> None:
     """One DDP rank. Ray Train calls it on every worker, again after a restart."""
     plan: WorkerPlan = config["plan"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if plan.progress is not None:
+        _quiet_rank_reports()
     if plan.torch_threads is not None:
         torch.set_num_threads(plan.torch_threads)
     device = ray.train.torch.get_device()
@@ -187,6 +206,8 @@ def worker_loop(config: dict[str, Any]) -> None:
             metrics.update(trace.tf32 or {})
         trace.end_epoch(epoch, dataset, net, plan.trace_dir)
         _report(rank, metrics, net, optimizer, scaler, epoch, dp_steps)
+        if plan.progress is not None:
+            plan.progress.put({"rank": rank, **metrics})
         if tracker is not None:
             tracker.log_metrics({k: float(v) for k, v in metrics.items()
                                  if isinstance(v, int | float)}, step=epoch)
@@ -245,9 +266,14 @@ class Scaling:
 
 
 def fit(plan: WorkerPlan, scaling: Scaling, *, run_name: str, storage_path: str,
-        max_failures: int = 0, keep_checkpoints: int = 2) -> ray.train.Result:
-    """Run ``plan`` on a Ray Train worker group; raises if the run fails."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        max_failures: int = 0, keep_checkpoints: int = 2,
+        console_log_level: str = "WARNING") -> ray.train.Result:
+    """Run ``plan`` on a Ray Train worker group; raises if the run fails.
+
+    Ray Train's own INFO lines (each rank's report, each checkpoint: about nine per
+    epoch) stay in its log files under the Ray session; ``console_log_level``
+    decides what of them reaches the console."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
@@ -258,7 +284,9 @@ def fit(plan: WorkerPlan, scaling: Scaling, *, run_name: str, storage_path: str,
         run_config=RunConfig(
             name=run_name, storage_path=os.path.abspath(storage_path),
             failure_config=FailureConfig(max_failures=max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
+            # Ray Train v2's RunConfig; the v1 signature mypy sees lacks it.
+            logging_config=LoggingConfig(log_level=console_log_level)),  # type: ignore[call-arg]
     )
     return trainer.fit()
 

@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 import time
-import traceback
-from dataclasses import asdict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +55,79 @@ def build_plan(job: TrainJobConfig, *, mlflow_target: Any = None) -> Any:
     return plan, work.source, work.synthetic
 
 
-def run_training(job: TrainJobConfig, *, resolved_yaml: str | None = None) -> dict[str, Any]:
+def in_background(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+    """``fn`` on a daemon thread (Ctrl-C in the main thread then ends the job without
+    waiting for it, which a thread pool's exit would)."""
+    future: Future[Any] = Future()
+
+    def target() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=target, name="ray-train-fit", daemon=True).start()
+    return future
+
+
+def epoch_line(report: dict[str, Any]) -> str:
+    """Rank 0's epoch report as the progress display's text."""
+    parts = [f"loss={report['loss']:.4f}"]
+    if report.get("accuracy") is not None:
+        parts.append(f"acc={report['accuracy']:.3f}")
+    if report.get("epsilon") is not None:
+        parts.append(f"ε={report['epsilon']:.2f}")
+    parts.append(f"{report['samples_per_second']:,.0f} samples/s")
+    return " ".join(parts)
+
+
+def follow_epochs(running: Future[Any], queue: Any, *, epochs: int, show: bool) -> None:
+    """Until ``running`` ends: one progress bar over epochs (rank 0's reports) on the
+    console, and every rank's report as a line in the job's log file only."""
+    from queue import Empty
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    reports = file_only_logger("rayfed.train.reports")
+    with Progress(TextColumn("[bold]DDP epochs"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                  disable=not show) as progress:
+        bar = progress.add_task("epochs", total=epochs, info="")
+        while True:
+            done = running.done()
+            try:
+                # Whatever is queued once the run has ended is drained without waiting.
+                report = queue.get(block=not done, timeout=None if done else 0.5)
+            except Empty:
+                if done:
+                    return
+                continue
+            reports.info("epoch %s rank %s: %s", report.get("epoch"), report.get("rank"),
+                         {k: v for k, v in report.items() if k not in ("epoch", "rank")})
+            if report.get("rank") == 0:
+                progress.update(bar, completed=report["epoch"] + 1, info=epoch_line(report))
+
+
+def file_only_logger(name: str) -> logging.Logger:
+    """A logger that writes to the job's log file (Hydra's ``<job>.log``) and not to
+    the console; without a log file (not under Hydra) it writes nowhere."""
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.handlers = [h for h in logging.getLogger().handlers
+                       if isinstance(h, logging.FileHandler)]
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def run_training(job: TrainJobConfig, *, resolved_yaml: str | None = None,
+                 show_progress: bool = True) -> dict[str, Any]:
     """Run the DDP job end to end and return its summary."""
+    from ray.util.queue import Queue
+
+    from rayfed.job import record_failure
     from rayfed.tracking import NullTracker, Tracker
     from rayfed.tracking.mlflow import MlflowTracker
     from rayfed.train.ddp import MlflowTarget, Scaling, fit
@@ -72,10 +146,15 @@ def run_training(job: TrainJobConfig, *, resolved_yaml: str | None = None) -> di
         target = (MlflowTarget(uri=tracker.uri, experiment=job.tracking.experiment,  # type: ignore[attr-defined]
                                run_id=tracker.run_id) if tracker.run_id else None)
         plan, source, synthetic = build_plan(job, mlflow_target=target)
+        queue = Queue(actor_options={"num_cpus": 0})
+        plan = replace(plan, progress=queue)
         started = time.perf_counter()
-        result = fit(plan, Scaling(t.num_workers, t.use_gpu, dict(t.resources_per_worker)),
-                     run_name=run_name, storage_path=storage, max_failures=t.max_failures,
-                     keep_checkpoints=t.keep_checkpoints)
+        running = in_background(
+            fit, plan, Scaling(t.num_workers, t.use_gpu, dict(t.resources_per_worker)),
+            run_name=run_name, storage_path=storage, max_failures=t.max_failures,
+            keep_checkpoints=t.keep_checkpoints)
+        follow_epochs(running, queue, epochs=t.epochs, show=show_progress)
+        result = running.result()
         wall = time.perf_counter() - started
         history = result.metrics_dataframe
         per_epoch = ([float(v) for v in history["samples_per_second"]]
@@ -116,12 +195,7 @@ def run_training(job: TrainJobConfig, *, resolved_yaml: str | None = None) -> di
         _print(summary)
         return summary
     except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        summary_path.write_text(json.dumps({
-            "status": status, "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(limit=5), "ray_train_run": run_name},
-            indent=2) + "\n")
-        tracker.finish(status)  # type: ignore[arg-type]
+        record_failure(exc, summary_path, tracker=tracker, details={"ray_train_run": run_name})
         raise
 
 
@@ -138,23 +212,18 @@ def _print(summary: dict[str, Any]) -> None:
 
 
 def run_from_hydra(dict_cfg: Any) -> float | None:
-    """Body of ``jobs/train_ddp.py``: convert, check, start Ray, run."""
-    import ray
-    from hydra.core.hydra_config import HydraConfig
+    """Body of ``jobs/train_ddp.py``: :func:`rayfed.job.run_job` over :func:`run_training`."""
     from omegaconf import OmegaConf
 
-    from rayfed.train.config import check_train_job, to_train_job_config
+    from rayfed.job import run_job
+    from rayfed.runtime import RaySettings
+    from rayfed.train.config import to_train_job_config, validate
 
-    job = to_train_job_config(dict_cfg)
-    job.output_dir = HydraConfig.get().runtime.output_dir
-    check_train_job(job)
-    if not ray.is_initialized():
-        address = job.ray_address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            ray.init(address=address)
-        else:
-            # "local": never attach to another cluster running on this machine.
-            ray.init(address="local", num_cpus=job.num_cpus, include_dashboard=False)
-    summary = run_training(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
-    acc = summary.get("final_accuracy")
-    return float(acc) if acc is not None else None
+    def run(job: TrainJobConfig) -> float | None:
+        summary = run_training(job, resolved_yaml=OmegaConf.to_yaml(dict_cfg, resolve=True))
+        acc = summary.get("final_accuracy")
+        return float(acc) if acc is not None else None
+
+    return run_job(dict_cfg, convert=to_train_job_config, check=validate, run=run,
+                   ray=lambda job: RaySettings(address=job.ray_address, num_cpus=job.num_cpus,
+                                               key="ray_address"))

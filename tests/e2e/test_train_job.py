@@ -33,6 +33,11 @@ def test_train_ddp_from_the_command_line(tmp_path):
     assert summary["status"] == "FINISHED" and summary["precision"] == "bf16"
     assert summary["num_workers"] == 2 and summary["final_accuracy"] >= 0.85
     assert summary["samples_per_second"] > 0
+    # Progress per epoch on the console; each rank's report in the job log only.
+    assert "DDP epochs" in proc.stdout and "4/4" in proc.stdout
+    assert "Reporting training result" not in proc.stdout + proc.stderr
+    log = (path.parent / "train_ddp.log").read_text()
+    assert [log.count(f"epoch {e} rank {r}:") for e in range(4) for r in (0, 1)] == [1] * 8
     assert (tmp_path / "ray_train_runs" / summary["ray_train_run"]).is_dir()
     run = MlflowClient(tracking_uri=uri).get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.params["train.precision"] == "bf16"

@@ -89,3 +89,39 @@ def test_model_trained_by_the_federated_job_is_loaded_from_its_mlflow_run(tmp_pa
                     strict=True):
         torch.testing.assert_close(a, b)
     assert set(zm.accuracy) == {"fp32", "int8"}
+
+
+def test_an_interrupted_run_keeps_every_policy_that_finished(tmp_path):
+    """Ctrl-C right after the first of two policies: its results are on disk and in
+    MLflow, complete, and the run is KILLED rather than FAILED."""
+    import mlflow
+
+    job = compose_job("offload=small", 'offload.policy="greedy_eft,all_cloud"',
+                      "offload.num_tasks=12", "offload.arrival_rate=40",
+                      "offload.calibration_runs=1", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                      *(f"~offload.workload.tasks.{k}" for k in LARGE_TASKS))
+    job.output_dir = str(tmp_path)
+    finished: list[str] = []
+
+    def interrupt_after_first(name: str, summary: dict) -> None:
+        finished.append(name)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_offload(job, show_progress=False, on_policy=interrupt_after_first)
+    assert finished == ["greedy_eft"]
+
+    kept = json.loads((tmp_path / "policies" / "greedy_eft.json").read_text())
+    assert kept["policy"] == "greedy_eft" and kept["num_tasks"] == 12
+    assert 0 < kept["p50_latency_ms"] <= kept["p95_latency_ms"] <= kept["p99_latency_ms"]
+    assert not (tmp_path / "policies" / "all_cloud.json").exists()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "KILLED" and summary["policies_finished"] == ["greedy_eft"]
+    assert summary["policies"]["greedy_eft"] == {k: v for k, v in kept.items() if k != "policy"}
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("rayfed-offload").experiment_id])
+    assert run.info.status == "KILLED"
+    assert run.data.metrics["greedy_eft.p95_latency_ms"] == pytest.approx(kept["p95_latency_ms"])
+    assert not any(k.startswith("all_cloud.") for k in run.data.metrics)
+    assert "policies" in {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import rayfed.offload
 
-PURE = ("config", "profiles", "zoo", "tasks", "cost", "policies", "bounds", "records",
-        "metrics")
+PURE = ("types", "config", "profiles", "zoo", "tasks", "cost", "policies", "bounds", "records",
+        "metrics", "report")
 PACKAGE = Path(rayfed.offload.__file__).parent
 
 
@@ -29,3 +29,12 @@ def test_pure_modules_import_neither_ray_nor_the_ray_modules():
         bad = {m for m in imported_modules(PACKAGE / f"{name}.py")
                if m in ray_modules or m.startswith("ray.")}
         assert not bad, f"rayfed/offload/{name}.py imports {bad}"
+
+
+def test_the_schema_imports_nothing_above_it_in_the_package():
+    """config → types only: the cycle config → policies → cost → profiles → config
+    must not come back."""
+    inside = {m for m in imported_modules(PACKAGE / "config.py")
+              if m.startswith("rayfed.offload")}
+    assert inside == {"rayfed.offload.types"}
+    assert not {m for m in imported_modules(PACKAGE / "types.py") if m.startswith("rayfed")}

@@ -1,0 +1,150 @@
+"""Where rayfed meets a Ray cluster: the one module that calls ``ray.init``.
+
+Three ways to get a Ray, in this order of precedence:
+
+* ``address`` given (a job's ``runtime.address`` / ``ray_address``), else the
+  ``RAY_ADDRESS`` environment variable (set by ``ray job submit`` and by
+  ``python -m rayfed.cluster.local env``): join that cluster. Token
+  authentication needs no code here: Ray reads ``RAY_AUTH_MODE`` and
+  ``RAY_AUTH_TOKEN_PATH`` from the environment the cluster's ``env`` prints.
+* ``address="auto"``: join the cluster that ``ray start`` recorded on this
+  machine. Ray's own ``auto`` falls back to *any* ``gcs_server`` process it finds
+  (another user's test session on a shared machine); rayfed does not.
+* neither: start a private local Ray (``address="local"``) with ``num_cpus``.
+
+A cluster that cannot be reached ends in one :class:`ClusterUnreachableError`
+naming the config key and how to start a cluster, at once rather than after
+Ray's minute or more of retries.
+
+:func:`available_resources` is the one place that drops custom resources (``edge``,
+``cloud``, a decryptor's node label) the cluster does not have, so that actors
+fall back to plain CPUs instead of hanging unschedulable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rayfed.errors import ClusterUnreachableError
+from rayfed.fl.config import RuntimeConfig
+
+log = logging.getLogger(__name__)
+
+START_HINT = ("start one with `ray start --head`, or with `python -m rayfed.cluster.local up` "
+              "and submit the job to it (docs/cluster.md); or leave the key empty to run "
+              "on a new local Ray")
+
+@dataclass(frozen=True)
+class RaySettings:
+    """How a job gets its Ray. ``key`` is the config key ``address`` came from,
+    named in errors."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    include_dashboard: bool = False
+    log_to_driver: bool = True
+    key: str = "runtime.address"
+    connect_timeout_s: float = 5.0
+
+    @classmethod
+    def of(cls, runtime: RuntimeConfig) -> RaySettings:
+        """The federated job's Ray, from its ``runtime`` section."""
+        return cls(address=runtime.address, num_cpus=runtime.num_cpus,
+                   include_dashboard=runtime.include_dashboard, key="runtime.address")
+
+
+def resolve_address(address: str | None, *, key: str = "runtime.address") -> str | None:
+    """The cluster address to join, or ``None`` to start a local Ray.
+
+    ``RAY_ADDRESS`` counts only when the config leaves the key empty; ``auto``
+    means the cluster ``ray start`` recorded (Ray's ``ray_current_cluster`` file).
+    """
+    chosen = address or os.environ.get("RAY_ADDRESS") or None
+    if chosen in (None, "local"):
+        return None
+    if chosen != "auto":
+        return chosen
+    from ray._private.utils import read_ray_address
+
+    recorded = read_ray_address()
+    if not recorded:
+        raise ClusterUnreachableError(
+            f"{key}=auto, but no Ray cluster was started on this machine; {START_HINT}")
+    return recorded
+
+
+def start(settings: RaySettings) -> None:
+    """Join or start Ray as ``settings`` says; a no-op if Ray is already up."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = resolve_address(settings.address, key=settings.key)
+    if address is None:
+        # "local": without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster
+        # names (left by `ray start` or ray.cluster_utils), and then refuses num_cpus.
+        ray.init(address="local", num_cpus=settings.num_cpus,
+                 include_dashboard=settings.include_dashboard,
+                 log_to_driver=settings.log_to_driver, configure_logging=False)
+        return
+    where = f"{settings.key}={settings.address or address!r}"
+    if not reachable(address, timeout_s=settings.connect_timeout_s):
+        raise ClusterUnreachableError(
+            f"{where}: nothing answers at {address}; check the address, or {START_HINT}")
+    try:
+        ray.init(address=address, log_to_driver=settings.log_to_driver)
+    except ConnectionError as exc:
+        raise ClusterUnreachableError(
+            f"{where}: cannot join the Ray cluster at {address} "
+            f"({' '.join(str(exc).split())[:200]}); check the address, or {START_HINT}"
+        ) from exc
+
+
+def reachable(address: str, *, timeout_s: float) -> bool:
+    """Whether something accepts a TCP connection at ``address`` (``[scheme://]host:port``).
+
+    Ray retries an address where nothing listens for over a minute, and the C++
+    settings that shorten that are read once when ``ray`` is imported; a plain
+    connect answers in milliseconds. An address this cannot parse is left to Ray.
+    """
+    import socket
+
+    host, _, port = address.split("://")[-1].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        return True
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def split_resources(requested: Mapping[str, float],
+                    have: Mapping[str, float]) -> tuple[dict[str, float], list[str]]:
+    """``requested`` minus what ``have`` cannot satisfy, and the names dropped."""
+    keep = {k: float(v) for k, v in requested.items() if have.get(k, 0.0) >= v}
+    return keep, sorted(set(requested) - set(keep))
+
+
+def available_resources(requested: Mapping[str, float], *, what: str,
+                        have: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The custom resources of ``requested`` that the cluster has enough of.
+
+    ``what`` names who asked (``runtime.resources``, ``offload device edge-0``) in
+    the one warning listing the dropped ones. ``have`` defaults to the running
+    cluster's total resources.
+    """
+    if not requested:
+        return {}
+    if have is None:
+        import ray
+
+        have = ray.cluster_resources()
+    keep, missing = split_resources(requested, have)
+    if missing:
+        log.warning("cluster has no %s resource(s) for %s; running on plain CPUs instead",
+                    ", ".join(missing), what)
+    return keep
