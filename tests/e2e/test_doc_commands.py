@@ -51,6 +51,10 @@ SUBPROCESS = {
     "python jobs/train_ddp.py": ["train.epochs=1"],
     "python jobs/offload.py offload=small offload.policy=greedy_eft offload.num_tasks=200 "
     "offload.arrival_rate=20": ["offload.num_tasks=20"],
+    # The default run (about a minute), shortened.
+    "python jobs/offload.py": ["offload=small", "offload.num_tasks=20"],
+    "python jobs/offload.py 'offload.policy=\"greedy_eft,all_edge\"'": [
+        "offload=small", "offload.num_tasks=20"],
 }
 SKIPPED = {
     "pip install": "installs packages",
@@ -82,6 +86,9 @@ SKIPPED = {
     "python jobs/offload.py offload.workload": "names an MLflow model of the reader's own",
     "ray job submit --working-dir . -- python jobs/offload.py":
         "needs a running cluster; tests/e2e/test_cluster_jobs.py submits it",
+    "python /path/to/rayfed/jobs/federated.py": "the walkthrough of docs/your_own_data.md on "
+                                                "files a reader writes first",
+    "ray job submit --working-dir ~/hospitals": "needs a cluster with one node per site",
     "python jobs/privacy_audit.py": "200,000 trials per world; "
                                     "tests/unit/privacy and the audit's own tests",
 }
