@@ -39,6 +39,7 @@ from rayfed.fl.config import (
 from rayfed.models.config import ModelConfig, model_problems
 from rayfed.privacy.config import AuditConfig, PrivacyConfig, audit_problems, privacy_problems
 from rayfed.privacy.plan import participants_add_hidden_noise
+from rayfed.schema import register, to_typed
 from rayfed.secure_agg.config import SecureAggConfig, secure_agg_problems
 from rayfed.strategies.config import StrategyConfig, strategy_problems
 from rayfed.tracking.config import TrackingConfig
@@ -79,20 +80,12 @@ class Config:
 
 def register_configs() -> None:
     """Register the schema with Hydra's ConfigStore (idempotent)."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="base_config", node=Config)
+    register("base_config", Config)
 
 
 def to_config(cfg: Any) -> Config:
     """Convert a composed Hydra ``DictConfig`` into the typed :class:`Config`."""
-    from omegaconf import OmegaConf
-
-    obj = OmegaConf.to_object(cfg)
-    if not isinstance(obj, Config):
-        raise ConfigError(["the composed config is not a rayfed Config; add `- base_config` "
-                           "to the defaults list of your primary config"])
-    return obj
+    return to_typed(cfg, Config, name="base_config", primary="your primary config")
 
 
 def config_hash(cfg: Config) -> str:

@@ -139,17 +139,15 @@ def run_federated(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
     ``parent_run_id``: the MLflow run of the sweep this run is a trial of."""
     from rich.console import Console
 
-    from rayfed.tracking import NullTracker, Tracker
+    from rayfed.tracking.config import make_tracker
     from rayfed.tracking.console import quiet_library_notices, round_log
-    from rayfed.tracking.mlflow import MlflowTracker, hydra_choices
+    from rayfed.tracking.mlflow import hydra_choices
 
     plan = cfg if isinstance(cfg, RunPlan) else resolve(cfg)
     cfg = plan.config
     console = Console()
-    tracker: Tracker = (MlflowTracker(uri=cfg.tracking.uri, experiment=cfg.tracking.experiment,
-                                      run_name=run_name or cfg.name, parent_run_id=parent_run_id,
-                                      choices=hydra_choices())
-                        if cfg.tracking.enabled else NullTracker())
+    tracker = make_tracker(cfg.tracking, run_name=run_name or cfg.name,
+                           parent_run_id=parent_run_id, choices=hydra_choices())
     with quiet_library_notices(), round_log() as rounds_log:
         summary = _run(plan, tracker, console, rounds_log, resolved_yaml=resolved_yaml,
                        show_progress=show_progress)

@@ -13,6 +13,7 @@ from typing import Any
 
 from rayfed.errors import ConfigError
 from rayfed.offload.types import DEVICE_KINDS, POLICY_NAMES, TASK_OPS, ZOO_DATASETS, device_name
+from rayfed.schema import register, to_typed
 from rayfed.tracking.config import TrackingConfig
 
 
@@ -126,19 +127,12 @@ class OffloadJobConfig:
 
 def register_offload_configs() -> None:
     """Register the schema with Hydra's ConfigStore (idempotent)."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="offload_base", node=OffloadJobConfig)
+    register("offload_base", OffloadJobConfig)
 
 
 def to_offload_config(cfg: Any) -> OffloadJobConfig:
-    from omegaconf import OmegaConf
-
-    obj = OmegaConf.to_object(cfg)
-    if not isinstance(obj, OffloadJobConfig):
-        raise ConfigError(["the composed config is not an OffloadJobConfig; add "
-                           "`- offload_base` to the defaults list of conf/offload_job.yaml"])
-    return obj
+    return to_typed(cfg, OffloadJobConfig, name="offload_base",
+                    primary="conf/offload_job.yaml")
 
 
 def selected_policies(cfg: OffloadConfig) -> list[str]:

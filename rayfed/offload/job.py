@@ -67,17 +67,15 @@ def run_offload(job: OffloadJobConfig, *, resolved_yaml: str | None = None,
     from rayfed.job import record_failure
     from rayfed.offload.metrics import lower_bound, plot_latency_cdfs, processing_times, summarize
     from rayfed.offload.runner import OffloadRun
-    from rayfed.tracking import NullTracker
-    from rayfed.tracking.mlflow import MlflowTracker
 
     cfg = job.offload
     console = Console()
     out_dir = Path(job.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / "summary.json"
-    tracker: Tracker = (MlflowTracker(uri=job.tracking.uri, experiment=job.tracking.experiment,
-                                      run_name=job.name)
-                        if job.tracking.enabled else NullTracker())
+    from rayfed.tracking.config import make_tracker
+
+    tracker = make_tracker(job.tracking, run_name=job.name)
     policies = selected_policies(cfg)
     per_policy: dict[str, dict[str, Any]] = {}
     try:

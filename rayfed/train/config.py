@@ -15,6 +15,7 @@ from rayfed.data.config import DatasetConfig, dataset_problems
 from rayfed.errors import ConfigError
 from rayfed.models.config import ModelConfig, model_problems
 from rayfed.privacy.config import PrivacyConfig, privacy_problems
+from rayfed.schema import register, to_typed
 from rayfed.tracking.config import TrackingConfig
 from rayfed.train.precision import precision_problems
 
@@ -112,19 +113,11 @@ class TrainJobConfig:
 
 def register_train_configs() -> None:
     """Register the schema with Hydra's ConfigStore (idempotent)."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="train_base", node=TrainJobConfig)
+    register("train_base", TrainJobConfig)
 
 
 def to_train_job_config(cfg: Any) -> TrainJobConfig:
-    from omegaconf import OmegaConf
-
-    obj = OmegaConf.to_object(cfg)
-    if not isinstance(obj, TrainJobConfig):
-        raise ConfigError(["the composed config is not a TrainJobConfig; add "
-                           "`- train_base` to the defaults list of conf/train_job.yaml"])
-    return obj
+    return to_typed(cfg, TrainJobConfig, name="train_base", primary="conf/train_job.yaml")
 
 
 def scaling_problems(key: str, *, num_workers: int, use_gpu: bool,

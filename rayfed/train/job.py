@@ -128,17 +128,15 @@ def run_training(job: TrainJobConfig, *, resolved_yaml: str | None = None,
     from ray.util.queue import Queue
 
     from rayfed.job import record_failure
-    from rayfed.tracking import NullTracker, Tracker
-    from rayfed.tracking.mlflow import MlflowTracker
     from rayfed.train.ddp import MlflowTarget, Scaling, fit
 
     t = job.train
     out_dir = Path(job.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / "summary.json"
-    tracker: Tracker = (MlflowTracker(uri=job.tracking.uri, experiment=job.tracking.experiment,
-                                      run_name=job.name)
-                        if job.tracking.enabled else NullTracker())
+    from rayfed.tracking.config import make_tracker
+
+    tracker = make_tracker(job.tracking, run_name=job.name)
     run_name = t.run_name or f"{job.name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     storage = os.path.abspath(t.storage_path or "ray_train_runs")
     try:
