@@ -17,7 +17,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from rayfed.config import Config, validate
+import numpy as np
+
+from rayfed.config import Config, open_dict_overrides, validate
 from rayfed.errors import ConfigError
 from rayfed.plan import RunPlan, resolve
 
@@ -48,6 +50,7 @@ def preflight(overrides: Sequence[str], *, config_dir: Path,
     from rayfed.config import register_configs, to_config
 
     register_configs()
+    overrides = open_dict_overrides(overrides)
     problems: list[str] = []
     keep: list[str] = []
     try:
@@ -126,6 +129,15 @@ def run_federated(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
 
     The config is resolved into its plan here, once (validation included).
     ``parent_run_id``: the MLflow run of the sweep this run is a trial of."""
+    return run_federated_model(cfg, resolved_yaml=resolved_yaml, show_progress=show_progress,
+                               run_name=run_name, parent_run_id=parent_run_id)[0]
+
+
+def run_federated_model(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
+                        show_progress: bool = True, run_name: str | None = None,
+                        parent_run_id: str | None = None) -> tuple[dict[str, Any], Any]:
+    """:func:`run_federated`, also returning the final global model (an ``nn.Module``);
+    the body of both ``jobs/federated.py`` and :func:`rayfed.run`."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -161,10 +173,15 @@ def run_federated(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
                                      f"{r.seconds:.2f}s")
         summary = orch.summary(status="FINISHED")
         orch.evaluate()  # leaves the final global weights in orch.model
-        final = export_final_model(orch.model, orch._x_test, orch._y_test, cfg=cfg.compression,
-                                   data_seed=cfg.dataset.seed, out_dir=out_dir)
-        summary.update(final.summary)
-        if final.report is not None and final.path is not None:
+        # Without a server test set (users' data, federated evaluation) there is
+        # nothing to measure or calibrate the final model on.
+        final = (export_final_model(orch.model, orch._x_test, orch._y_test,
+                                    cfg=cfg.compression, data_seed=cfg.dataset.seed,
+                                    out_dir=out_dir)
+                 if orch._x_test is not None and orch._y_test is not None else None)
+        if final is not None:
+            summary.update(final.summary)
+        if final is not None and final.report is not None and final.path is not None:
             tracker.log_metrics(final.report.metrics(), step=cfg.fl.rounds)
             for path in final.paths:
                 tracker.log_artifact(path, artifact_path="model_int8")
@@ -185,10 +202,13 @@ def run_federated(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
         tracker.log_artifact(summary_path)
         if cfg.tracking.log_model:
             orch.evaluate()  # leaves the final global weights in orch.model
-            tracker.log_model(orch.model, input_example=orch._x_test[:4].numpy())
+            tracker.log_model(orch.model, input_example=(
+                orch._x_test[:4].numpy() if orch._x_test is not None
+                else np.zeros((4, *orch.input_shape), np.float32)))
         tracker.finish("FINISHED")
         console.print(_result_table(summary))
-        return summary
+        orch.evaluate()
+        return summary, orch.model
     except BaseException as exc:
         status: RunStatus = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         summary = orch.summary(status=status) if orch else {"status": status}

@@ -34,7 +34,8 @@ from rayfed.fl.placement import ParticipantActors, start_ray
 from rayfed.fl.report import round_metrics, run_summary
 from rayfed.fl.rounds import decide, num_participants, participant_seed, select_participants
 from rayfed.fl.screening import UpdateSpec
-from rayfed.models import build_model, get_flat, set_flat, spec_from_config
+from rayfed.models import get_flat, set_flat
+from rayfed.models.config import build
 from rayfed.plan import RunPlan, build_pipeline, plan_state, resolve
 from rayfed.privacy.plan import PrivacyPlan, replan_user_level
 from rayfed.privacy.server import BUDGET_EXHAUSTED, build_privacy
@@ -55,10 +56,13 @@ class Orchestrator:
         plan = plan if isinstance(plan, RunPlan) else resolve(plan)
         cfg = self.cfg = plan.config
         self.tracker: Tracker = tracker or NullTracker()
-        test = load_test_split(cfg.dataset)
-        self._x_test, self._y_test = torch.from_numpy(test.x), torch.from_numpy(test.y)
-        self.model = build_model(spec_from_config(cfg.model, input_shape=test.input_shape,
-                                                  num_classes=test.num_classes), seed=cfg.seed)
+        # The server's held-out set; None: federated evaluation only (users' data).
+        self._x_test: torch.Tensor | None
+        self._y_test: torch.Tensor | None
+        self._x_test, self._y_test, shape, num_classes = _test_set(plan)
+        self.input_shape = shape
+        self.model = build(cfg.model, input_shape=shape, num_classes=num_classes, seed=cfg.seed,
+                           factory=plan.user.model)
         self.weights = get_flat(self.model)
         self.strategy = strategy_from_config(cfg.strategy)
         self.rng = np.random.default_rng([cfg.seed, 0x5E1EC7])
@@ -92,6 +96,9 @@ class Orchestrator:
                            tags={"rayfed.config_hash": plan.config_hash,
                                  "rayfed.placement": cfg.runtime.placement})
         self.placement.wait_ready()
+        if plan.data.source is not None or plan.user.own_data:
+            # Every site checks its own data, in its own actor; one error lists all.
+            self.placement.check_sites(range(cfg.fl.num_clients), plan.data.input_shape)
         # What a well-formed update looks like; updates are screened against it.
         self.update_spec = UpdateSpec(
             num_params=int(self.weights.size),
@@ -242,7 +249,11 @@ class Orchestrator:
         # 6. Evaluate centrally, and on the participants' own validation splits.
         test_loss = test_acc = fed_acc = None
         every, fed_every = cfg.fl.eval_every, cfg.fl.federated_eval_every
-        if server_round == cfg.fl.rounds or (every and server_round % every == 0):
+        due = server_round == cfg.fl.rounds or bool(every and server_round % every == 0)
+        if self._x_test is None:
+            # No server test set: the sites' validation splits stand in for it.
+            fed_every = fed_every or (1 if due else 0)
+        elif due:
             test_loss, test_acc = self.evaluate()
         if fed_every and server_round % fed_every == 0:
             fed_acc = self._federated_accuracy(selected, server_round)
@@ -276,8 +287,11 @@ class Orchestrator:
         return sum(r.accuracy * r.num_examples for r in results) / n if n else None
 
     def evaluate(self) -> tuple[float, float]:
-        """Loss and accuracy of the current global model on the held-out test split."""
+        """Loss and accuracy of the current global model on the held-out test split
+        (NaN without one); leaves the global weights in :attr:`model`."""
         set_flat(self.model, self.weights)
+        if self._x_test is None or self._y_test is None:
+            return float("nan"), float("nan")
         return evaluate(self.model, self._x_test, self._y_test)
 
     # -- results -----------------------------------------------------------
@@ -289,7 +303,10 @@ class Orchestrator:
             self.history, status=status, wall_seconds=time.perf_counter() - self._t_start,
             setup_seconds=self.setup_seconds, time_to_first_round_s=self._t_first_round),
             "mlflow_run_id": self.tracker.run_id, "num_params": int(self.weights.size),
-            "placement": self.cfg.runtime.placement, "num_actors": len(self.placement.actors)}
+            "placement": self.cfg.runtime.placement, "num_actors": len(self.placement.actors),
+            "evaluation": "server" if self._x_test is not None else "federated",
+            "final_federated_accuracy": next((r.federated_accuracy for r in reversed(
+                self.history) if r.federated_accuracy is not None), None)}
 
     def close(self) -> None:
         self.placement.shutdown()
@@ -300,6 +317,33 @@ class Orchestrator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _test_set(plan: RunPlan) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                       tuple[int, ...], int]:
+    """``(x, y, input_shape, num_classes)`` of the server's test set; ``x, y`` are None
+    when the users' data has none (``dataset.test_path`` or ``test_data`` unset)."""
+    data, user = plan.data, plan.user
+    if data.source is None and not user.own_data:
+        test = load_test_split(plan.config.dataset)
+        return torch.from_numpy(test.x), torch.from_numpy(test.y), test.input_shape, \
+            test.num_classes
+    if data.input_shape is None or data.num_classes is None:
+        raise ValueError("the plan has no input shape for the users' data")
+    x = y = None
+    if data.source is not None:
+        from rayfed.data.files import load_test
+
+        held_out = load_test(data.source)  # the server's own file, never a site's
+        if held_out is not None:
+            x, y = torch.from_numpy(held_out.x), torch.from_numpy(held_out.y)
+    elif user.test_data is not None:
+        from rayfed.data.user import as_arrays
+
+        test_data = user.test_data() if callable(user.test_data) else user.test_data
+        xa, ya = as_arrays(test_data, what="test_data")
+        x, y = torch.from_numpy(xa), torch.from_numpy(ya)
+    return x, y, data.input_shape, data.num_classes
 
 
 def with_overrides(cfg: Config, **sections: Any) -> Config:
