@@ -164,7 +164,8 @@ class ParticipantActors:
         }
         remote_cls = ray.remote(HostActor)
         # Hosts get the plan without the server's test set (the Python API's test_data).
-        host_plan = ray.put(plan.for_hosts())
+        # By value, not as an object-store reference: a restarted actor needs it again.
+        host_plan = plan.for_hosts()
         per_site = [_site_options(runtime, i, options) for i in range(num_actors)]
         self.actors: list[Any] = [remote_cls.options(**o).remote(host_plan, materials)
                                   for o in per_site]
