@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rayfed.data.schema import FileSource, resolve_format, source_problems
 
-if TYPE_CHECKING:
-    from rayfed.data.config import DatasetConfig
+# The dataset section (rayfed.data.config.DatasetConfig), which imports this
+# module: named here by its role only, to keep the import graph acyclic.
+DatasetConfig = Any
 
 # dataset=files keys and their defaults: set with another dataset, each is an error.
 FILE_KEYS: dict[str, Any] = {
