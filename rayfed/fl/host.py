@@ -113,6 +113,9 @@ class ParticipantHost:
             arch = copy.deepcopy(self._model)
             self._record_dp = RecordLevelDp(plan.privacy.record, self._model)
             reason = why_not_vectorizable_dp(self._training, arch)
+            if reason is None and self._device.device != "cpu":
+                # Its masks and noise are drawn on CPU generators; Opacus runs on the device.
+                reason = "vectorised DP-SGD runs on CPU only"
             self._dp_arch = arch if reason is None else None
             if reason is not None and cfg.runtime.vectorize:
                 log.info("privacy=local_dp: vectorised DP-SGD does not apply (%s); Opacus "
