@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -122,9 +123,18 @@ def open_dict_overrides(overrides: Sequence[str]) -> list[str]:
         key = o.split("=", 1)[0]
         if "=" in o and key[:1] not in "+~" and any(
                 key == k or key.startswith(k + ".") for k in keys):
-            o = "++" + o
+            o = "++" + key + "=" + _QUOTED_KEY.sub(_escaped_key, o.split("=", 1)[1])
         out.append(o)
     return out
+
+
+# Hydra 1.3's grammar has no quoted dict keys, and a bare brace in a key is an
+# interpolation; a key such as 'site_{participant_id}' is written with escaped braces.
+_QUOTED_KEY = re.compile(r"""(?<=[{,])\s*(['"])([^'"]*)\1\s*:""")
+
+
+def _escaped_key(match: re.Match[str]) -> str:
+    return match.group(2).replace("{", "\\{").replace("}", "\\}") + ":"
 
 
 def config_hash(cfg: Config) -> str:

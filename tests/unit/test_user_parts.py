@@ -161,11 +161,19 @@ def test_participant_resources_need_dedicated_placement_and_the_placeholder(tmp_
                for p in problems)
 
 
-def test_dict_keys_take_plain_overrides() -> None:
+def test_dict_keys_take_plain_overrides_and_the_quoted_site_template(tmp_path) -> None:
+    from rayfed.api import compose
+
+    cfg = compose(["runtime.placement=dedicated", "model=custom", "model._target_=a.B",
+                   "model.kwargs.width=256",
+                   "runtime.participant_resources={'site_{participant_id}': 1}"])
+    assert cfg.runtime.participant_resources == {"site_{participant_id}": 1}
+    assert cfg.model.kwargs == {"width": 256}
+
     assert open_dict_overrides(["model.kwargs.width=256", "+model.kwargs.depth=2", "fl.lr=1",
                                 "runtime.participant_resources={'site_{participant_id}': 1}"]) == [
         "++model.kwargs.width=256", "+model.kwargs.depth=2", "fl.lr=1",
-        "++runtime.participant_resources={'site_{participant_id}': 1}"]
+        "++runtime.participant_resources={site_\\{participant_id\\}: 1}"]
 
 
 # -- participants on GPUs: the decisions, checked on CPU ---------------------------
