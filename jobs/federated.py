@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rayfed.config import register_configs
+from rayfed.config import open_dict_overrides, register_configs
 from rayfed.launch import main_guard, run_from_hydra
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -23,5 +23,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # model.kwargs.width=256 and other keys inside dict fields, without Hydra's "+".
+    sys.argv[1:] = open_dict_overrides(sys.argv[1:])
     main_guard(sys.argv[1:], config_dir=CONFIG_DIR)
     main()

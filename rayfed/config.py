@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -49,8 +50,8 @@ __all__ = [
     "AdversaryConfig", "AuditConfig", "CheckpointConfig", "CompressionConfig", "Config",
     "DatasetConfig", "FLConfig", "FaultConfig", "ModelConfig", "ParticipantConfig",
     "PartitionConfig", "PrivacyConfig", "RuntimeConfig", "SecureAggConfig", "StrategyConfig",
-    "TrackingConfig", "check", "clients_per_round", "config_hash", "register_configs",
-    "to_config", "validate",
+    "TrackingConfig", "check", "clients_per_round", "config_hash", "open_dict_overrides",
+    "register_configs", "to_config", "validate",
 ]
 
 
@@ -86,6 +87,48 @@ def register_configs() -> None:
 def to_config(cfg: Any) -> Config:
     """Convert a composed Hydra ``DictConfig`` into the typed :class:`Config`."""
     return to_typed(cfg, Config, name="base_config", primary="your primary config")
+
+
+def _dict_keys(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of the dict-valued fields under ``obj`` (a dataclass instance)."""
+    from dataclasses import fields, is_dataclass
+
+    out: list[str] = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, dict):
+            out.append(prefix + f.name)
+        elif is_dataclass(value):
+            out += _dict_keys(value, f"{prefix}{f.name}.")
+    return out
+
+
+def open_dict_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` with those that set a dict field, or a key inside one, made ``++``.
+
+    Hydra composes in struct mode, where a key that is not in the schema needs
+    ``+`` to be added; a dict field (``model.kwargs``, ``dataset.categorical``,
+    ``runtime.participant_resources``) has no fixed keys, so ``model.kwargs.width=256``
+    would otherwise be refused. ``++`` adds or overrides, whichever applies.
+    """
+    keys = _dict_keys(Config())
+    out = []
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        if "=" in o and key[:1] not in "+~" and any(
+                key == k or key.startswith(k + ".") for k in keys):
+            o = "++" + key + "=" + _QUOTED_KEY.sub(_escaped_key, o.split("=", 1)[1])
+        out.append(o)
+    return out
+
+
+# Hydra 1.3's grammar has no quoted dict keys, and a bare brace in a key is an
+# interpolation; a key such as 'site_{participant_id}' is written with escaped braces.
+_QUOTED_KEY = re.compile(r"""(?<=[{,])\s*(['"])([^'"]*)\1\s*:""")
+
+
+def _escaped_key(match: re.Match[str]) -> str:
+    return match.group(2).replace("{", "\\{").replace("}", "\\}") + ":"
 
 
 def config_hash(cfg: Config) -> str:
@@ -177,6 +220,19 @@ def _participant_trainer(cfg: Config) -> list[str]:
     return p
 
 
+def _participant_device(cfg: Config) -> list[str]:
+    pc, rt = cfg.participant, cfg.runtime
+    p = []
+    if pc.trainer == "local" and pc.device == "cuda" and rt.num_gpus_per_actor <= 0:
+        p.append("participant.device=cuda needs runtime.num_gpus_per_actor > 0 (Ray gives an "
+                 "actor no GPU otherwise), e.g. runtime.num_gpus_per_actor=0.25 to share one "
+                 "GPU among four actors")
+    if pc.trainer == "local" and pc.precision != "fp32" and cfg.privacy.name == "local_dp":
+        p.append(f"participant.precision={pc.precision} with privacy=local_dp: DP-SGD's "
+                 "per-sample gradients are computed in fp32; use participant.precision=fp32")
+    return p
+
+
 def _secure_aggregation(cfg: Config) -> list[str]:
     sa = cfg.secure_agg
     if sa.name == "none":
@@ -252,6 +308,7 @@ RULES: tuple[Callable[[Config], list[str]], ...] = (
     _fault_ids,
     _user_level_dp,
     _participant_trainer,
+    _participant_device,
     _secure_aggregation,
     _adversary_plaintext,
 )

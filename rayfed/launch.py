@@ -16,7 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rayfed.config import Config, validate
+import numpy as np
+
+from rayfed.config import Config, open_dict_overrides, validate
 from rayfed.plan import RunPlan, resolve
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ def preflight(overrides: Sequence[str], *, config_dir: Path,
     from rayfed.overrides import feature_off_problem, schema_of, unknown_key_problem
 
     register_configs()
+    overrides = open_dict_overrides(overrides)
     problems: list[str] = []
     keep: list[str] = []
     # (override, key) pairs whose group must be on; checked once composed.
@@ -137,6 +140,15 @@ def run_federated(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
 
     The config is resolved into its plan here, once (validation included).
     ``parent_run_id``: the MLflow run of the sweep this run is a trial of."""
+    return run_federated_model(cfg, resolved_yaml=resolved_yaml, show_progress=show_progress,
+                               run_name=run_name, parent_run_id=parent_run_id)[0]
+
+
+def run_federated_model(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
+                        show_progress: bool = True, run_name: str | None = None,
+                        parent_run_id: str | None = None) -> tuple[dict[str, Any], Any]:
+    """:func:`run_federated`, also returning the final global model (an ``nn.Module``);
+    the body of both ``jobs/federated.py`` and :func:`rayfed.run`."""
     from rich.console import Console
 
     from rayfed.tracking.config import make_tracker
@@ -149,16 +161,16 @@ def run_federated(cfg: Config | RunPlan, *, resolved_yaml: str | None = None,
     tracker = make_tracker(cfg.tracking, run_name=run_name or cfg.name,
                            parent_run_id=parent_run_id, choices=hydra_choices())
     with quiet_library_notices(), round_log() as rounds_log:
-        summary = _run(plan, tracker, console, rounds_log, resolved_yaml=resolved_yaml,
-                       show_progress=show_progress)
+        summary, model = _run(plan, tracker, console, rounds_log, resolved_yaml=resolved_yaml,
+                              show_progress=show_progress)
     # After the run has closed (Ray and its actors shut down), so that no warning
     # of theirs lands below the table.
     console.print(_result_table(summary))
-    return summary
+    return summary, model
 
 
 def _run(plan: RunPlan, tracker: Any, console: Any, rounds_log: logging.Logger, *,
-         resolved_yaml: str | None, show_progress: bool) -> dict[str, Any]:
+         resolved_yaml: str | None, show_progress: bool) -> tuple[dict[str, Any], Any]:
     """The run itself: rounds with progress, then every artifact; the caller prints."""
     cfg = plan.config
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -193,10 +205,15 @@ def _run(plan: RunPlan, tracker: Any, console: Any, rounds_log: logging.Logger, 
                                      f"{r.seconds:.2f}s")
         summary = orch.summary(status="FINISHED")
         orch.evaluate()  # leaves the final global weights in orch.model
-        final = export_final_model(orch.model, orch._x_test, orch._y_test, cfg=cfg.compression,
-                                   data_seed=cfg.dataset.seed, out_dir=out_dir)
-        summary.update(final.summary)
-        if final.report is not None and final.path is not None:
+        # Without a server test set (users' data, federated evaluation) there is
+        # nothing to measure or calibrate the final model on.
+        final = (export_final_model(orch.model, orch._x_test, orch._y_test,
+                                    cfg=cfg.compression, data_seed=cfg.dataset.seed,
+                                    out_dir=out_dir)
+                 if orch._x_test is not None and orch._y_test is not None else None)
+        if final is not None:
+            summary.update(final.summary)
+        if final is not None and final.report is not None and final.path is not None:
             tracker.log_metrics(final.report.metrics(), step=cfg.fl.rounds)
             for path in final.paths:
                 tracker.log_artifact(path, artifact_path="model_int8")
@@ -217,11 +234,14 @@ def _run(plan: RunPlan, tracker: Any, console: Any, rounds_log: logging.Logger, 
         tracker.log_artifact(summary_path)
         if cfg.tracking.log_model:
             orch.evaluate()  # leaves the final global weights in orch.model
-            tracker.log_model(orch.model, input_example=orch._x_test[:4].numpy())
+            tracker.log_model(orch.model, input_example=(
+                orch._x_test[:4].numpy() if orch._x_test is not None
+                else np.zeros((4, *orch.input_shape), np.float32)))
         tracker.finish("FINISHED")
         rounds_log.info("finished: %s", json.dumps({k: summary.get(k) for k in (
             "final_accuracy", "epsilon", "delta", "rounds_completed", "wall_seconds")}))
-        return summary
+        orch.evaluate()  # the final global weights in orch.model
+        return summary, orch.model
     except BaseException as exc:
         record_failure(exc, summary_path, tracker=tracker,
                        details=orch.summary(status=failure_status(exc)) if orch else None)

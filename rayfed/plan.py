@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from rayfed.compression.stages import compression_stages
-from rayfed.config import Config, check, clients_per_round, config_hash
+from rayfed.config import Config, clients_per_round, config_hash, validate
+from rayfed.data.source import DataPlan
+from rayfed.errors import ConfigError
 from rayfed.privacy.accounting import DpEvent
 from rayfed.privacy.plan import PrivacyPlan, UserLevelPlan, privacy_plan, replan_user_level
 from rayfed.privacy.stages import privacy_stages
@@ -37,6 +40,26 @@ from rayfed.stages import Pipeline, Stage
 log = logging.getLogger(__name__)
 
 AggregationMode = Literal["mean", "dp_mean", "robust"]
+
+
+@dataclass(frozen=True)
+class UserParts:
+    """A user's own parts handed to the Python API (:func:`rayfed.run`), not named in
+    the config: they travel to the actors inside the plan (cloudpickle, by reference
+    to their module, or by value for ``__main__``).
+
+    ``model``: an ``nn.Module`` class or factory; ``participant_data``:
+    ``participant_id -> (train, val)``, called inside that participant's actor;
+    ``test_data``: the server's held-out set, or a callable returning it (driver only).
+    """
+
+    model: Callable[..., Any] | None = None
+    participant_data: Callable[[int], Any] | None = None
+    test_data: Any = None
+
+    @property
+    def own_data(self) -> bool:
+        return self.participant_data is not None
 
 
 @dataclass(frozen=True)
@@ -55,6 +78,10 @@ class RunPlan:
     # Names this run across restarts and resumes (the checkpoint run directory's
     # name when checkpoints are on): hosts keep per-run state on their node by it.
     run_id: str = ""
+    # dataset=files: the declared source and the input shape; otherwise what the
+    # driver learnt about the data to check a custom model (or nothing).
+    data: DataPlan = field(default_factory=DataPlan)
+    user: UserParts = field(default_factory=UserParts)
 
     @property
     def encrypted(self) -> bool:
@@ -67,18 +94,40 @@ class RunPlan:
     def with_privacy(self, privacy: PrivacyPlan) -> RunPlan:
         """The same plan with a re-planned privacy part (a resumed run), every
         derived part that depends on it resolved again."""
-        return _assemble(self.config, privacy, self.run_id)
+        return replace(_assemble(self.config, privacy, self.run_id), data=self.data,
+                       user=self.user)
+
+    def for_hosts(self) -> RunPlan:
+        """The plan as participant hosts receive it: without the server's test set."""
+        if self.user.test_data is None:
+            return self
+        return replace(self, user=replace(self.user, test_data=None))
 
 
-def resolve(cfg: Config) -> RunPlan:
-    """Validate ``cfg`` (every problem at once, as a ``ConfigError``) and plan the run."""
-    check(cfg)
+def resolve(cfg: Config, *, user: UserParts | None = None) -> RunPlan:
+    """Validate ``cfg`` and the user's parts (every problem at once, as a
+    ``ConfigError``) and plan the run.
+
+    ``validate`` runs once; when the model and data sections pass it, the model is
+    then built and run on a probe batch here (:mod:`rayfed.checks`), so that
+    one message lists the config's problems and the model's.
+    """
+    from rayfed.checks import data_plan, user_model_problems
+
+    user = user or UserParts()
+    problems = validate(cfg)
+    data, data_problems = data_plan(cfg, own_data=user.own_data, test_data=user.test_data,
+                                    config_problems=problems)
+    problems += data_problems
+    problems += user_model_problems(cfg, data, factory=user.model)
+    if problems:
+        raise ConfigError(problems)
     fl = cfg.fl
     privacy = privacy_plan(cfg.privacy, num_clients=fl.num_clients,
                            per_round=clients_per_round(fl), rounds=fl.rounds,
                            batch_size=fl.batch_size, local_epochs=fl.local_epochs,
                            secure_agg=cfg.secure_agg.name != "none")
-    return _assemble(cfg, privacy)
+    return replace(_assemble(cfg, privacy), data=data, user=user)
 
 
 def _assemble(cfg: Config, privacy: PrivacyPlan, run_id: str = "") -> RunPlan:

@@ -64,11 +64,14 @@ class ClusterState:
 
 
 def plan(*, edge_nodes: int, cloud_nodes: int, cpus_per_node: int,
-         head_cpus: int) -> list[NodeSpec]:
-    """The head first, then ``edge-i`` and ``cloud-j`` workers."""
+         head_cpus: int, site_nodes: int = 0) -> list[NodeSpec]:
+    """The head first, then ``edge-i``, ``cloud-j`` and ``site-k`` workers; site *k*
+    advertises ``site_k`` (``runtime.participant_resources``)."""
     nodes = [NodeSpec("head", head_cpus)]
     nodes += [NodeSpec(f"edge-{i}", cpus_per_node, {"edge": 1.0}) for i in range(edge_nodes)]
     nodes += [NodeSpec(f"cloud-{j}", cpus_per_node, {"cloud": 1.0}) for j in range(cloud_nodes)]
+    nodes += [NodeSpec(f"site-{k}", cpus_per_node, {f"site_{k}": 1.0})
+              for k in range(site_nodes)]
     return nodes
 
 
@@ -147,7 +150,7 @@ def wait_for_nodes(state: ClusterState, timeout_s: float = 60.0) -> None:
 
 
 def up(state_dir: Path, *, edge_nodes: int = 2, cloud_nodes: int = 1, cpus_per_node: int = 1,
-       head_cpus: int = 1) -> ClusterState:
+       head_cpus: int = 1, site_nodes: int = 0) -> ClusterState:
     """Start the cluster and record it in ``state_dir``; returns once all nodes are alive."""
     state_dir.mkdir(parents=True, exist_ok=True)
     if (state_dir / STATE_FILE).exists():
@@ -160,7 +163,7 @@ def up(state_dir: Path, *, edge_nodes: int = 2, cloud_nodes: int = 1, cpus_per_n
     token_path.chmod(0o600)
     env = _server_env(token_path)
     nodes = plan(edge_nodes=edge_nodes, cloud_nodes=cloud_nodes, cpus_per_node=cpus_per_node,
-                 head_cpus=head_cpus)
+                 head_cpus=head_cpus, site_nodes=site_nodes)
     head_ports = {"gcs": free_port(), "dashboard": free_port(), "client": free_port(),
                   "agent": free_port()}
     gcs_address = f"127.0.0.1:{head_ports['gcs']}"
@@ -235,12 +238,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="state dir: cluster.json and the auth token (default: %(default)s)")
     parser.add_argument("--edge", type=int, default=2, help="edge worker nodes")
     parser.add_argument("--cloud", type=int, default=1, help="cloud worker nodes")
+    parser.add_argument("--sites", type=int, default=0,
+                        help="site worker nodes, site-k advertising {site_k: 1}")
     parser.add_argument("--cpus", type=int, default=1, help="CPUs each worker node advertises")
     parser.add_argument("--head-cpus", type=int, default=1, help="CPUs of the head node")
     args = parser.parse_args(argv)
     if args.command == "up":
         state = up(args.dir.resolve(), edge_nodes=args.edge, cloud_nodes=args.cloud,
-                   cpus_per_node=args.cpus, head_cpus=args.head_cpus)
+                   cpus_per_node=args.cpus, head_cpus=args.head_cpus, site_nodes=args.sites)
         print(f"local cluster up: {len(state.nodes)} nodes, dashboard {state.dashboard_url}")
         print("use it from a shell with: "
               f"eval $(python -m rayfed.cluster.local env --dir {args.dir})")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rayfed.data.datasets import DATASETS
 from rayfed.data.partition import PARTITIONERS
+
+# Each site reads its own file (rayfed.data.files); not a registry entry.
+FILES = "files"
+# The sites' data comes from rayfed.run(participant_data=...).
+CUSTOM_DATA = "custom"
 
 
 @dataclass
@@ -21,6 +26,30 @@ class DatasetConfig:
     # Seed of the data itself (generation and the held-out test split), kept apart
     # from the experiment seed so that every experiment sees the same test set.
     seed: int = 0
+    # -- dataset=files: each site reads its own file (docs/your_own_data.md) --
+    # A template with {participant_id}; quote it for Hydra's override grammar.
+    train_path: str | None = None
+    # The server's held-out file; null: federated evaluation on the sites' val splits.
+    test_path: str | None = None
+    format: str = "auto"
+    label_column: str = "label"
+    # The label values in class-id order, or num_classes for labels 0..n-1.
+    classes: list[str] = field(default_factory=list)
+    num_classes: int | None = None
+    # Numeric feature columns in order (null: every other column), then one-hot
+    # blocks over the declared levels of each categorical column.
+    numeric: list[str] | None = None
+    categorical: dict[str, list[str]] = field(default_factory=dict)
+    # column -> [center, scale], agreed by all sites.
+    scaling: dict[str, list[float]] = field(default_factory=dict)
+    drop: list[str] = field(default_factory=list)
+    image_size: list[int] | None = None
+    image_mode: str = "RGB"
+    # A YAML file with the keys above that describe the encoding (make_sites writes one).
+    schema_path: str | None = None
+    # One example's shape, where the driver cannot derive it (NPZ files, or
+    # rayfed.run(participant_data=...) without test_data).
+    input_shape: list[int] | None = None
 
 
 @dataclass
@@ -32,9 +61,20 @@ class PartitionConfig:
 
 
 def dataset_problems(ds: DatasetConfig) -> list[str]:
+    """Problems of the section; for ``dataset=files`` it reads ``dataset.schema_path``
+    (the shared encoding, never a site's file)."""
+    from rayfed.data.source import files_plan, misplaced_file_keys
+
     p: list[str] = []
-    if ds.name not in DATASETS:
-        p.append(f"dataset={ds.name!r} is not one of {sorted(DATASETS)}; pick one of those")
+    if ds.name == FILES:
+        p += files_plan(ds)[1]
+    elif ds.name == CUSTOM_DATA:
+        p += misplaced_file_keys(ds, allowed=("input_shape", "num_classes"))
+    elif ds.name not in DATASETS:
+        p.append(f"dataset={ds.name!r} is not one of {sorted([*DATASETS, FILES])}; pick one "
+                 "of those")
+    else:
+        p += misplaced_file_keys(ds)
     if not 0 < ds.test_fraction < 1:
         p.append(f"dataset.test_fraction={ds.test_fraction} must be in (0, 1), e.g. 0.2")
     if not 0 <= ds.val_fraction < 1:

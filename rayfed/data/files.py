@@ -24,22 +24,19 @@ from rayfed.data.datasets import ArrayDataset
 from rayfed.data.federated import ClientData
 from rayfed.data.images import read_image_folder, read_npz
 from rayfed.data.partition import train_val_split
-from rayfed.data.schema import FileSource, SiteSchema, site_label, site_path, source_problems
+from rayfed.data.schema import (
+    FileSource,
+    SiteSchema,
+    resolve_format,
+    site_label,
+    site_path,
+    source_problems,
+)
 from rayfed.data.tabular import encode_frame, feature_names, read_frame
 from rayfed.errors import DataError
 
 # (x, y, feature_names, classes, problems) of one file or folder.
 _Read = tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...], list[str]]
-_EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
-
-
-def resolve_format(path: str, fmt: str) -> str | None:
-    """``fmt``, or for ``auto`` the format that the path's name or kind implies."""
-    if fmt != "auto":
-        return fmt
-    if os.path.isdir(path):
-        return "image_folder"
-    return _EXTENSIONS.get(os.path.splitext(path)[1].lower())
 
 
 def _read(src: FileSource, path: str, *, where: str, key: str) -> _Read:

@@ -15,6 +15,7 @@ sites in the driver, before round 1.
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import numpy as np
 FileFormat = Literal["auto", "csv", "parquet", "npz", "image_folder"]
 FORMATS: tuple[str, ...] = ("auto", "csv", "parquet", "npz", "image_folder")
 PLACEHOLDER = "participant_id"
+_EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,15 @@ def site_path(template: str, participant_id: int) -> str:
         raise ValueError(f"dataset.train_path={template!r} has placeholder(s) {bad}; only "
                          f"{{{PLACEHOLDER}}} is filled in (write a literal brace as {{{{ }}}})")
     return template.format(participant_id=participant_id)
+
+
+def resolve_format(path: str, fmt: str) -> str | None:
+    """``fmt``, or for ``auto`` the format that the path's name or kind implies."""
+    if fmt != "auto":
+        return fmt
+    if os.path.isdir(path):
+        return "image_folder"
+    return _EXTENSIONS.get(os.path.splitext(path)[1].lower())
 
 
 def _label_problems(src: FileSource) -> list[str]:

@@ -36,6 +36,8 @@ Release = Callable[[np.ndarray], np.ndarray]
 
 
 class Aggregation(Protocol):
+    def enrol(self, placement: Any, participant_ids: Sequence[int]) -> None: ...
+
     def begin_round(self, server_round: int, selected: Sequence[int]) -> None: ...
 
     def admit(self, results: Sequence[Report], *, server_round: int,
@@ -66,6 +68,9 @@ class PlainAggregation:
         self.release = release
         self.strategy = strategy
         self.robust = robust
+
+    def enrol(self, placement: Any, participant_ids: Sequence[int]) -> None:
+        pass
 
     def begin_round(self, server_round: int, selected: Sequence[int]) -> None:
         pass
@@ -134,6 +139,12 @@ class EncryptedAggregation:
         self.session = session
         self.release = release
 
+    def enrol(self, placement: Any, participant_ids: Sequence[int]) -> None:
+        """Hosts register their participants' signing keys with the decryptor
+        themselves (``placement.enrol``); then registration closes, before round 1."""
+        placement.enrol(participant_ids)
+        self.session.seal()
+
     def begin_round(self, server_round: int, selected: Sequence[int]) -> None:
         self.session.begin_round(server_round, selected)
 
@@ -163,3 +174,12 @@ class EncryptedAggregation:
 
     def close(self) -> None:
         self.session.close()
+
+
+def build_aggregation(plan: Any, pipeline: Pipeline, *, session: Any, release: Release | None,
+                      strategy: Strategy) -> Aggregation:
+    """The aggregation the plan's mode names (``plan``: a ``rayfed.plan.RunPlan``)."""
+    if session is not None:
+        return EncryptedAggregation(session, release=release)
+    return PlainAggregation(pipeline, unit_weights=plan.privacy.unit_weights, release=release,
+                            strategy=strategy, robust=plan.aggregation == "robust")

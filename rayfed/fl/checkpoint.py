@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -196,9 +198,13 @@ class RunCheckpoints:
         return self.rounds.directory
 
     @classmethod
-    def open(cls, root: Path, *, config: dict[str, Any], config_hash: str, keep_last: int,
+    def open(cls, root: Path, *, config: Any, config_hash: str, keep_last: int,
              key: bytes, resume: bool) -> tuple[RunCheckpoints, dict[str, Any] | None]:
-        """Resume the latest matching run under ``root``, or start a fresh one."""
+        """Resume the latest matching run under ``root``, or start a fresh one.
+
+        ``config``: the run's config dataclass, kept as JSON in ``run.json`` so that a
+        resume that matches no run can say which keys differ."""
+        config = json.loads(json.dumps(asdict(config), default=str))
         if resume:
             return cls.resume(root, config=config, config_hash=config_hash,
                               keep_last=keep_last, key=key)

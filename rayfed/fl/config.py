@@ -43,6 +43,12 @@ class RuntimeConfig:
     actor_num_cpus: float | None = None
     # Custom Ray resources each actor requests, e.g. {edge: 1}.
     resources: dict[str, float] = field(default_factory=dict)
+    # dedicated: resources per participant, {participant_id} filled in, e.g.
+    # "runtime.participant_resources={'site_{participant_id}': 1}": participant i
+    # runs on the node advertising site_i (where its files are). Never dropped.
+    participant_resources: dict[str, float] = field(default_factory=dict)
+    # GPUs per actor; fractional lets pooled actors share one GPU (participant.device).
+    num_gpus_per_actor: float = 0.0
     max_restarts: int = 3
     # pooled + weighted mean: each actor sums its participants' updates before
     # sending (as pfl-research's workers do); the server adds the partial sums.
@@ -152,9 +158,42 @@ def runtime_problems(rt: RuntimeConfig) -> list[str]:
           f"runtime.actor_num_cpus={rt.actor_num_cpus} must be > 0 or null")
     check(rt.max_restarts >= -1, f"runtime.max_restarts={rt.max_restarts} must be >= -1")
     check(rt.torch_threads >= 1, f"runtime.torch_threads={rt.torch_threads} must be >= 1")
+    p += participant_resource_problems(rt)
+    check(_finite(rt.num_gpus_per_actor) and rt.num_gpus_per_actor >= 0,
+          f"runtime.num_gpus_per_actor={rt.num_gpus_per_actor} must be >= 0 (fractions share "
+          "a GPU between actors)")
     check(rt.vectorize_group >= 1,
           f"runtime.vectorize_group={rt.vectorize_group} must be >= 1 (participants "
           "trained together per vmapped group)")
+    return p
+
+
+def participant_resources(rt: RuntimeConfig, participant_id: int) -> dict[str, float]:
+    """``runtime.participant_resources`` for one participant, its id filled in."""
+    return {k.format(participant_id=participant_id): float(v)
+            for k, v in rt.participant_resources.items()}
+
+
+def participant_resource_problems(rt: RuntimeConfig) -> list[str]:
+    import string
+
+    if not rt.participant_resources:
+        return []
+    p = []
+    if rt.placement != "dedicated":
+        p.append("runtime.participant_resources places one actor per participant; set "
+                 "runtime.placement=dedicated (pooled actors serve many participants)")
+    for key, amount in rt.participant_resources.items():
+        try:
+            names = [n for _, n, _, _ in string.Formatter().parse(key) if n is not None]
+        except ValueError as exc:
+            names = [str(exc)]
+        if names != ["participant_id"]:
+            p.append(f"runtime.participant_resources key {key!r} must contain "
+                     "{participant_id} once and no other placeholder, e.g. "
+                     "\"runtime.participant_resources={'site_{participant_id}': 1}\"")
+        if not (_finite(amount) and amount > 0):
+            p.append(f"runtime.participant_resources[{key!r}]={amount} must be > 0")
     return p
 
 

@@ -22,15 +22,17 @@ import numpy as np
 import torch
 
 from rayfed.adversary import Adversary
-from rayfed.data.federated import FederatedData
+from rayfed.data.federated import ClientData, FederatedData
+from rayfed.data.schema import SiteSchema
 from rayfed.fl.aggregation import PlainAggregation
 from rayfed.fl.participant import LocalTraining, Participant
 from rayfed.fl.rounds import participant_seed
 from rayfed.fl.screening import UpdateSpec
-from rayfed.models import build_model, spec_from_config
+from rayfed.models.config import build
 from rayfed.plan import RunPlan, build_pipeline
 from rayfed.secure_agg.stage import Enrolling
 from rayfed.train import make_optimizer
+from rayfed.train.device import device_plan
 from rayfed.train.vectorized import train_vectorized, why_not_vectorizable
 from rayfed.types import EvalRes, Failure, FitIns, FitRes, PartialAggregate
 
@@ -78,12 +80,28 @@ class ParticipantHost:
         cfg = plan.config
         torch.set_num_threads(cfg.runtime.torch_threads)
         self._cfg = cfg
-        self._data = FederatedData(cfg.dataset, cfg.partition, num_clients=cfg.fl.num_clients,
-                                   seed=cfg.seed)
-        spec = spec_from_config(cfg.model, input_shape=self._data.input_shape,
-                                num_classes=self._data.num_classes)
-        self._model = build_model(spec)
-        self._training = LocalTraining.from_config(cfg)
+        self._plan = plan
+        self._device = device_plan(cfg.participant.device, precision=cfg.participant.precision,
+                                   cuda_available=torch.cuda.is_available())
+        if self._device.note:
+            log.info(self._device.note)
+        # Users' data (dataset=files, or rayfed.run's participant_data) is read per
+        # participant, on first use, here only; built-in data is partitioned alike
+        # in every host.
+        self._data: FederatedData | None = None
+        if plan.data.source is None and not plan.user.own_data:
+            self._data = FederatedData(cfg.dataset, cfg.partition,
+                                       num_clients=cfg.fl.num_clients, seed=cfg.seed)
+            shape, num_classes = self._data.input_shape, self._data.num_classes
+        elif plan.data.input_shape is None or plan.data.num_classes is None:
+            raise ValueError("the plan has no input shape for the users' data; "
+                             "rayfed.plan.resolve derives it before hosts start")
+        else:
+            shape, num_classes = plan.data.input_shape, plan.data.num_classes
+        self._num_classes = num_classes
+        self._model = build(cfg.model, input_shape=shape, num_classes=num_classes,
+                            factory=plan.user.model).to(self._device.torch_device)
+        self._training = LocalTraining.from_config(cfg, amp=self._device.amp)
         self.pipeline = build_pipeline(plan)
         # Per-run material for stages, e.g. secure aggregation's public context and
         # the decryptor's key registrar (nothing secret: see rayfed.secure_agg).
@@ -108,24 +126,71 @@ class ParticipantHost:
             self._record_dp = RecordLevelDp(plan.privacy.record, self._model,
                                             record_dir=ledger_dir(plan.run_id))
             reason = why_not_vectorizable_dp(self._training, arch)
+            if reason is None and self._device.device != "cpu":
+                # Its masks and noise are drawn on CPU generators; Opacus runs on the device.
+                reason = "vectorised DP-SGD runs on CPU only"
             self._dp_arch = arch if reason is None else None
             if reason is not None and cfg.runtime.vectorize:
                 log.info("privacy=local_dp: vectorised DP-SGD does not apply (%s); Opacus "
                          "per participant", reason)
+        if reason is None and self._device.autocast_dtype is not None:
+            reason = f"participant.precision={cfg.participant.precision} (the loop autocasts)"
         self._vectorize = (cfg.runtime.vectorize and self._training.ddp is None
                            and reason is None)
         # Byzantine participants (adversary.*): robustness experiments and tests.
         self._adversary = (Adversary(cfg.adversary, num_clients=cfg.fl.num_clients,
                                      per_round=plan.per_round,
-                                     num_classes=self._data.num_classes)
+                                     num_classes=num_classes)
                            if cfg.adversary.active else None)
         # The first optimizer a process builds imports torch._dynamo (~1 s); pay it
         # while the actor starts, not inside the first round's deadline.
         make_optimizer(self._model.parameters(), name=self._training.optimizer, lr=1e-3)
 
+    def _client_data(self, participant_id: int) -> ClientData:
+        """This participant's shard: read from its own file or function, or cut from
+        the partition; on the participant's device."""
+        plan = self._plan
+        if plan.data.source is not None:
+            from rayfed.data.files import load_site
+
+            data = load_site(plan.data.source, participant_id,
+                             val_fraction=self._cfg.dataset.val_fraction, seed=self._cfg.seed)
+        elif plan.user.participant_data is not None:
+            from rayfed.data.user import client_data
+
+            data = client_data(participant_id, plan.user.participant_data(participant_id))
+        elif self._data is not None:
+            data = self._data.client(participant_id)
+        else:
+            raise ValueError(f"participant {participant_id}: this host has no data source")
+        dev = self._device.torch_device
+        if dev.type == "cpu":
+            return data
+        return ClientData(participant_id, *(t.to(dev) for t in (
+            data.x_train, data.y_train, data.x_val, data.y_val)))
+
+    def describe(self, participant_ids: Sequence[int]) -> list[SiteSchema]:
+        """Each participant's own data described (names and shapes, no values), for the
+        driver to compare before round 1; ``dataset=files`` reads each site's file."""
+        src = self._plan.data.source
+        if src is not None:
+            from rayfed.data.files import describe_site
+
+            return [describe_site(src, pid) for pid in participant_ids]
+        out = []
+        for pid in participant_ids:
+            try:
+                d = self.participant(pid).data
+                out.append(SiteSchema(pid, "participant_data", (), tuple(d.x_train.shape[1:]),
+                                      (), len(d.x_train)))
+            except Exception as exc:  # the user's function can raise anything
+                out.append(SiteSchema(pid, "participant_data", (), (), (), 0, (
+                    f"participant_data({pid}) raised {type(exc).__name__}: {exc}",)))
+        return out
+
     def participant(self, participant_id: int) -> Participant:
         if participant_id not in self._participants:
-            data = self._data.client(participant_id)
+            data = self._client_data(participant_id)
             if self._adversary is not None:
                 data = self._adversary.poison(data)
             self._participants[participant_id] = Participant(
@@ -199,7 +264,8 @@ class ParticipantHost:
         """
         out: dict[int, FitRes | Failure] = {}
         # A copy: the broadcast array is a read-only view of the object store.
-        start_weights = torch.tensor(global_weights, dtype=torch.float32)
+        start_weights = torch.tensor(global_weights, dtype=torch.float32,
+                                     device=self._device.torch_device)
         group_size = self._cfg.runtime.vectorize_group
         for start in range(0, len(tasks), group_size):
             if should_stop():

@@ -12,7 +12,6 @@ and the aggregation is one object chosen by the plan's mode.
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import time
@@ -26,16 +25,17 @@ import ray
 import torch
 
 from rayfed.config import Config
-from rayfed.data.federated import load_test_split
 from rayfed.errors import ConfigError
-from rayfed.fl.aggregation import Aggregation, EncryptedAggregation, PlainAggregation
+from rayfed.fl.aggregation import build_aggregation
 from rayfed.fl.checkpoint import RunCheckpoints, load_key
 from rayfed.fl.collect import Collector, fetch
 from rayfed.fl.placement import ParticipantActors
 from rayfed.fl.report import round_metrics, run_summary
 from rayfed.fl.rounds import decide, num_participants, participant_seed, select_participants
 from rayfed.fl.screening import UpdateSpec
-from rayfed.models import build_model, get_flat, set_flat, spec_from_config
+from rayfed.fl.testset import server_test_set
+from rayfed.models import get_flat, set_flat
+from rayfed.models.config import build
 from rayfed.plan import RunPlan, build_pipeline, plan_state, resolve, resume_plan
 from rayfed.privacy.plan import shard_problems
 from rayfed.privacy.server import BUDGET_EXHAUSTED, build_privacy
@@ -57,10 +57,13 @@ class Orchestrator:
         plan = plan if isinstance(plan, RunPlan) else resolve(plan)
         cfg = self.cfg = plan.config
         self.tracker: Tracker = tracker or NullTracker()
-        test = load_test_split(cfg.dataset)
-        self._x_test, self._y_test = torch.from_numpy(test.x), torch.from_numpy(test.y)
-        self.model = build_model(spec_from_config(cfg.model, input_shape=test.input_shape,
-                                                  num_classes=test.num_classes), seed=cfg.seed)
+        # The server's held-out set; None: federated evaluation only (users' data).
+        self._x_test: torch.Tensor | None
+        self._y_test: torch.Tensor | None
+        self._x_test, self._y_test, shape, num_classes = server_test_set(plan)
+        self.input_shape = shape
+        self.model = build(cfg.model, input_shape=shape, num_classes=num_classes, seed=cfg.seed,
+                           factory=plan.user.model)
         self.weights = get_flat(self.model)
         self.strategy = strategy_from_config(cfg.strategy)
         self.rng = np.random.default_rng([cfg.seed, 0x5E1EC7])
@@ -71,10 +74,9 @@ class Orchestrator:
         state = None
         if cfg.checkpoint.enabled:
             ck = cfg.checkpoint
-            config = json.loads(json.dumps(asdict(replace(cfg, resume=False, output_dir=".")),
-                                           default=str))
             self._ckpt, state = RunCheckpoints.open(
-                Path(ck.dir) / cfg.name, config=config, config_hash=plan.config_hash,
+                Path(ck.dir) / cfg.name, config=replace(cfg, resume=False, output_dir="."),
+                config_hash=plan.config_hash,
                 keep_last=ck.keep_last, key=load_key(ck.key_file), resume=cfg.resume)
             plan = replace(plan, run_id=self._ckpt.directory.name)  # a resume is the same run
         if state is not None:
@@ -91,22 +93,19 @@ class Orchestrator:
             # The secret key stays in the decryptor actor; hosts and this process
             # get the public context only.
             session = SecureAggregation(plan.secure_agg, num_params=self.weights.size)
-        self.aggregation: Aggregation = (
-            EncryptedAggregation(session, release=self.privacy.release) if session else
-            PlainAggregation(self.pipeline, unit_weights=plan.privacy.unit_weights,
-                             release=self.privacy.release, strategy=self.strategy,
-                             robust=plan.aggregation == "robust"))
+        self.aggregation = build_aggregation(plan, self.pipeline, session=session,
+                                             release=self.privacy.release,
+                                             strategy=self.strategy)
         self.placement = ParticipantActors(plan, materials=session.materials if session else None)
         # The actors build their shards in the background meanwhile.
         self.tracker.start(params=asdict(cfg), run_id=run_id,
                            tags={"rayfed.config_hash": plan.config_hash,
                                  "rayfed.placement": cfg.runtime.placement})
         self.placement.wait_ready()
-        if self.secure_agg is not None:
-            # Hosts register their participants' signing keys with the decryptor
-            # themselves; then registration closes, before round 1.
-            self.placement.enrol(range(cfg.fl.num_clients))
-            self.secure_agg.seal()
+        self.aggregation.enrol(self.placement, range(cfg.fl.num_clients))
+        if plan.data.source is not None or plan.user.own_data:
+            # Every site checks its own data, in its own actor; one error lists all.
+            self.placement.check_sites(range(cfg.fl.num_clients), plan.data.input_shape)
         # What a well-formed update looks like; updates are screened against it.
         self.update_spec = UpdateSpec(
             num_params=int(self.weights.size),
@@ -227,7 +226,11 @@ class Orchestrator:
         # 6. Evaluate centrally, and on the participants' own validation splits.
         test_loss = test_acc = fed_acc = None
         every, fed_every = cfg.fl.eval_every, cfg.fl.federated_eval_every
-        if server_round == cfg.fl.rounds or (every and server_round % every == 0):
+        due = server_round == cfg.fl.rounds or bool(every and server_round % every == 0)
+        if self._x_test is None:
+            # No server test set: the sites' validation splits stand in for it.
+            fed_every = fed_every or (1 if due else 0)
+        elif due:
             test_loss, test_acc = self.evaluate()
         if fed_every and server_round % fed_every == 0:
             fed_acc = self._federated_accuracy(selected, server_round)
@@ -265,8 +268,11 @@ class Orchestrator:
         return sum(r.accuracy * r.num_examples for r in results) / n if n else None
 
     def evaluate(self) -> tuple[float, float]:
-        """Loss and accuracy of the current global model on the held-out test split."""
+        """Loss and accuracy of the current global model on the held-out test split
+        (NaN without one); leaves the global weights in :attr:`model`."""
         set_flat(self.model, self.weights)
+        if self._x_test is None or self._y_test is None:
+            return float("nan"), float("nan")
         return evaluate(self.model, self._x_test, self._y_test)
 
     # -- results -----------------------------------------------------------
@@ -278,7 +284,10 @@ class Orchestrator:
             self.history, status=status, wall_seconds=time.perf_counter() - self._t_start,
             setup_seconds=self.setup_seconds, time_to_first_round_s=self._t_first_round),
             "mlflow_run_id": self.tracker.run_id, "num_params": int(self.weights.size),
-            "placement": self.cfg.runtime.placement, "num_actors": len(self.placement.actors)}
+            "placement": self.cfg.runtime.placement, "num_actors": len(self.placement.actors),
+            "evaluation": "server" if self._x_test is not None else "federated",
+            "final_federated_accuracy": next((r.federated_accuracy for r in reversed(
+                self.history) if r.federated_accuracy is not None), None)}
 
     def close(self) -> None:
         self.placement.shutdown()

@@ -25,6 +25,7 @@ from rayfed.stages import Pipeline, UpdateContext
 from rayfed.train import evaluate, make_optimizer, tensor_batches, train_epoch
 from rayfed.train.config import ParticipantConfig
 from rayfed.train.loop import Optimization
+from rayfed.train.precision import AmpPlan, make_grad_scaler
 from rayfed.types import EvalRes, FitIns, FitRes
 
 if TYPE_CHECKING:
@@ -38,13 +39,16 @@ class LocalTraining(Optimization):
 
     # participant.trainer=ddp: the epochs run as a Ray Train DDP job on these workers.
     ddp: ParticipantConfig | None = None
+    # participant.precision on the actor's device (rayfed.train.device); None: fp32.
+    amp: AmpPlan | None = None
 
     @classmethod
-    def from_config(cls, cfg: Config) -> LocalTraining:
+    def from_config(cls, cfg: Config, *, amp: AmpPlan | None = None) -> LocalTraining:
         return cls(epochs=cfg.fl.local_epochs, batch_size=cfg.fl.batch_size, lr=cfg.fl.lr,
                    optimizer=cfg.fl.optimizer, momentum=cfg.fl.momentum,
                    weight_decay=cfg.fl.weight_decay, proximal_mu=cfg.strategy.proximal_mu,
-                   ddp=cfg.participant if cfg.participant.trainer == "ddp" else None)
+                   ddp=cfg.participant if cfg.participant.trainer == "ddp" else None,
+                   amp=amp if amp is not None and amp.autocast_dtype is not None else None)
 
     @property
     def stateful(self) -> bool:
@@ -138,13 +142,17 @@ class Participant:
                 proximal_mu=t.proximal_mu, anchor=anchor)
             model, optimizer, proximal_mu = self.record_dp.model, session.optimizer, 0.0
         loss_sum, seen = 0.0, 0
+        amp = t.amp
+        scaler = make_grad_scaler(amp) if amp is not None else None
         for _ in range(t.epochs if t.ddp is None else 0):  # ddp: the epochs run below
             batches = (session.batches(self.data.x_train, self.data.y_train, generator)
                        if session is not None else
                        tensor_batches(self.data.x_train, self.data.y_train,
                                       batch_size=t.batch_size, generator=generator))
             stats = train_epoch(model, batches, optimizer, proximal_mu=proximal_mu,
-                                anchor=anchor)
+                                anchor=anchor, device=self.data.x_train.device,
+                                autocast_dtype=amp.autocast_dtype if amp else None,
+                                scaler=scaler)
             loss_sum += stats.loss * stats.num_examples
             seen += stats.num_examples
         if t.ddp is not None:

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import ray
 
-from rayfed.errors import RayfedError
-from rayfed.fl.config import RuntimeConfig
+from rayfed.data.schema import SiteSchema
+from rayfed.errors import DataError, RayfedError
+from rayfed.fl.config import RuntimeConfig, participant_resources
 from rayfed.fl.host import ParticipantHost
 from rayfed.plan import RunPlan
 from rayfed.runtime import available_resources
@@ -76,6 +77,9 @@ class HostActor:
     def enrol(self, participant_ids: Sequence[int]) -> None:
         self._host.enrol(participant_ids)
 
+    def describe(self, participant_ids: Sequence[int]) -> list[SiteSchema]:
+        return self._host.describe(participant_ids)
+
 
 @dataclass(frozen=True)
 class Pending:
@@ -96,6 +100,25 @@ def _resource_options(runtime: RuntimeConfig) -> dict[str, Any]:
     return {"resources": keep} if keep else {}
 
 
+def _site_options(runtime: RuntimeConfig, index: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Actor ``index``'s options: with ``runtime.participant_resources`` (dedicated
+    placement, actor i = participant i) it asks for its own site's resource, so it
+    runs on the node holding that site's data. Unlike ``runtime.resources`` a
+    missing site resource is an error, never a fallback: the data is only there."""
+    site = participant_resources(runtime, index)
+    if not site:
+        return options
+    have = ray.cluster_resources()
+    missing = sorted(k for k, v in site.items() if have.get(k, 0) < v)
+    if missing:
+        raise RayfedError(
+            f"participant {index}: no node of this cluster advertises {missing} "
+            f"(runtime.participant_resources={runtime.participant_resources}); start the "
+            f"node that holds site {index}'s data with --resources='{{\"{missing[0]}\": 1}}' "
+            "(cluster.yaml: its node type's resources)")
+    return {**options, "resources": {**options.get("resources", {}), **site}}
+
+
 class ParticipantActors:
     """Actors hosting participants, and how round tasks are spread over them."""
 
@@ -114,14 +137,20 @@ class ParticipantActors:
             num_actors = runtime.pool_size or max(1, int(total_cpus // num_cpus))
         options: dict[str, Any] = {
             "num_cpus": num_cpus,
+            "num_gpus": runtime.num_gpus_per_actor,
             "max_restarts": runtime.max_restarts,
             # A round is never retried behind the server's back; a restarted actor
             # rejoins at the next round.
             "max_task_retries": 0,
             **_resource_options(runtime),
         }
-        remote_cls = ray.remote(HostActor).options(**options)
-        self.actors: list[Any] = [remote_cls.remote(plan, materials) for _ in range(num_actors)]
+        remote_cls = ray.remote(HostActor)
+        # Hosts get the plan without the server's test set (the Python API's test_data).
+        # By value, not as an object-store reference: a restarted actor needs it again.
+        host_plan = plan.for_hosts()
+        per_site = [_site_options(runtime, i, options) for i in range(num_actors)]
+        self.actors: list[Any] = [remote_cls.options(**o).remote(host_plan, materials)
+                                  for o in per_site]
         self.num_cpus_per_actor = num_cpus
         # Actors seen dying, and the `ready` call that resolves once they restarted.
         self._restarting: dict[int, ray.ObjectRef] = {}
@@ -215,6 +244,32 @@ class ParticipantActors:
         """Secure aggregation: each actor makes the signing keys of the participants
         it serves and registers them with the decryptor (the keys stay there)."""
         ray.get([actor.enrol.remote(ids) for actor, ids in self._groups(list(participant_ids))])
+
+    def describe(self, participant_ids: Sequence[int]) -> list[SiteSchema]:
+        """Each participant's own description of its data, made in its own actor."""
+        groups = self._groups(list(participant_ids))
+        reports = ray.get([actor.describe.remote(ids) for actor, ids in groups])
+        return [s for rs in reports for s in rs]
+
+    def check_sites(self, participant_ids: Sequence[int],
+                    input_shape: tuple[int, ...] | None) -> None:
+        """Raise one :class:`DataError` listing every site's problem before round 1:
+        missing or unreadable files, undeclared columns or labels, sites that differ
+        from each other, and shapes that differ from the model's."""
+        from rayfed.data.schema import site_mismatches
+
+        schemas = self.describe(participant_ids)
+        problems = [p for s in schemas for p in s.problems]
+        ok = [s for s in schemas if not s.problems]
+        problems += site_mismatches(ok)
+        if input_shape is not None:
+            problems += [f"{s.where} has inputs of shape {s.input_shape}, but the model was "
+                         f"built for {input_shape} (from the dataset declaration); fix the "
+                         "file or the declaration" for s in ok if s.input_shape != input_shape]
+        if problems:
+            self.shutdown()
+            raise DataError("the sites' data cannot be used; nothing was trained:\n"
+                            + "\n".join(f"  - {p}" for p in problems))
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -35,7 +35,9 @@ def set_flat(
         raise ValueError(f"weight vector has shape {flat.shape}, model expects ({n},)")
     with torch.no_grad():
         # The broadcast array is a read-only view of the object store; copy it once.
-        vec = torch.tensor(flat, dtype=torch.float32)
+        # On the parameters' device (a participant on CUDA), or vector_to_parameters
+        # would move them back to the CPU.
+        vec = torch.tensor(flat, dtype=torch.float32, device=params[0].device if params else None)
         torch.nn.utils.vector_to_parameters(vec, params)
 
 

@@ -52,7 +52,8 @@ def poisson_batches(x: torch.Tensor, y: torch.Tensor, *, sample_rate: float, ste
                     generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``steps`` batches, each holding every example independently with prob. q."""
     for _ in range(steps):
-        mask = torch.rand(len(x), generator=generator) < sample_rate
+        # Drawn on the (CPU) generator, so a seed samples the same batches on any device.
+        mask = (torch.rand(len(x), generator=generator) < sample_rate).to(x.device)
         yield x[mask], y[mask]
 
 
@@ -147,7 +148,9 @@ class RecordLevelDp:
         dp_opt = DPOptimizer(optimizer, noise_multiplier=plan.noise_multiplier,
                              max_grad_norm=plan.max_grad_norm,
                              expected_batch_size=max(1, round(plan.sample_rate * num_examples)),
-                             generator=torch_noise_generator(secure=self.secure_rng, seed=seed))
+                             generator=torch_noise_generator(
+                                 secure=self.secure_rng, seed=seed,
+                                 device=next(self.model.parameters()).device))
         if proximal_mu > 0 and anchor is not None:
             params = [p for p in self.model.parameters() if p.requires_grad]
 

@@ -38,9 +38,12 @@ def noise_generator(*, secure: bool, seed: int | list[int] | None = None) -> np.
     return np.random.default_rng(seed)
 
 
-def torch_noise_generator(*, secure: bool, seed: int) -> torch.Generator:
-    """A torch generator for Opacus's DP-SGD noise, seeded from the OS CSPRNG if secure."""
-    return torch.Generator().manual_seed(secrets.randbits(63) if secure else seed)
+def torch_noise_generator(*, secure: bool, seed: int,
+                          device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator for Opacus's DP-SGD noise, seeded from the OS CSPRNG if secure.
+
+    On the parameters' ``device``: Opacus draws the noise there with it."""
+    return torch.Generator(device=device).manual_seed(secrets.randbits(63) if secure else seed)
 
 
 def warn_if_insecure(secure: bool, where: str) -> None:

@@ -20,6 +20,7 @@ from rayfed.tracking.config import TrackingConfig
 from rayfed.train.precision import precision_problems
 
 TRAINERS = ("local", "ddp")
+DEVICES = ("auto", "cpu", "cuda")
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -35,7 +36,11 @@ class ParticipantConfig:
     use_gpu: bool = False
     # Ray resources per worker, e.g. {GPU: 1, hospital_a: 1}; empty = 1 CPU (+1 GPU).
     resources_per_worker: dict[str, float] = field(default_factory=dict)
+    # fp32 | bf16 | fp16: torch.autocast over local training (fp16 adds a GradScaler).
     precision: str = "fp32"
+    # Where the local round runs: auto (CUDA when the actor has a GPU, else CPU,
+    # said once in the log), cpu, or cuda (an error where there is none).
+    device: str = "auto"
     # Ray Train storage; null = a temporary directory (a single-node cluster only).
     storage_path: str | None = None
 
@@ -196,8 +201,11 @@ def participant_problems(pc: ParticipantConfig) -> list[str]:
     """Problems with the ``participant`` section on its own."""
     if pc.trainer not in TRAINERS:
         return [f"participant.trainer={pc.trainer!r} is not one of {list(TRAINERS)}"]
+    if pc.device not in DEVICES:
+        return [f"participant.device={pc.device!r} is not one of {list(DEVICES)}"]
     if pc.trainer == "local":
-        return []
+        # auto may land on CUDA; fp16 is refused at run time if it does not.
+        return precision_problems(pc.precision, use_gpu=pc.device != "cpu", key="participant")
     return scaling_problems("participant", num_workers=pc.num_workers, use_gpu=pc.use_gpu,
                             resources_per_worker=pc.resources_per_worker,
                             precision=pc.precision)

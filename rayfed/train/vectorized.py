@@ -84,6 +84,9 @@ def _train_group(
     opt: Optimization,
 ) -> list[LocalResult]:
     num = len(shards)
+    # The participant's device (participant.device): weights and shards live there;
+    # the shuffles are drawn on CPU generators, so they match the sequential path.
+    dev = global_weights.device
     names, shapes = zip(*((n, p.shape) for n, p in model.named_parameters()), strict=True)
     sizes = [s.numel() for s in shapes]
     flat = global_weights.to(torch.float32).expand(num, -1).clone()
@@ -103,7 +106,7 @@ def _train_group(
     step_fn = vmap(grad(batch_loss, has_aux=True))
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     counts = torch.tensor([len(x) for x, _ in shards])
-    loss_sums = torch.zeros(num, dtype=torch.float64)
+    loss_sums = torch.zeros(num, dtype=torch.float64, device=dev)
     b = opt.batch_size
     # All shards in one table with a zero row at the end, which padding points at:
     # every step's batches for all participants are then one gather.
@@ -119,7 +122,8 @@ def _train_group(
         for i, gen in enumerate(generators):
             n = int(counts[i])
             index[i, :n] = torch.randperm(n, generator=gen) + offsets[i]
-        mask = (torch.arange(steps * b) < counts[:, None]).to(torch.float32)
+        mask = (torch.arange(steps * b) < counts[:, None]).to(dev, torch.float32)
+        index = index.to(dev)
         xs, ys = x_all[index], y_all[index]
         for s in range(steps):
             window = slice(s * b, (s + 1) * b)
@@ -135,7 +139,7 @@ def _train_group(
                     g = g + opt.weight_decay * flat * active
                 flat = flat - opt.lr * g
                 loss_sums += losses.double() * taken.double()
-    deltas = flat - global_weights.to(torch.float32)
+    deltas = (flat - global_weights.to(torch.float32)).cpu()
     total = counts * opt.epochs
     return [LocalResult(deltas[i], float(loss_sums[i]) / max(int(total[i]), 1), int(counts[i]))
             for i in range(num)]

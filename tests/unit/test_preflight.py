@@ -34,8 +34,8 @@ def test_reports_each_bad_override_at_once() -> None:
 def test_rejected_group_choice_names_its_options() -> None:
     problems = preflight(["model=resnet", "dataset=imagenet"], config_dir=CONF)
     assert len(problems) == 2
-    assert problems[0].startswith("model='resnet' is not one of ['cnn', 'cnn1d', 'logreg', "
-                                  "'mlp']")
+    assert problems[0].startswith("model='resnet' is not one of ['cnn', 'cnn1d', 'custom', "
+                                  "'logreg', 'mlp', 'resnet_gn']")
     assert problems[1].startswith("dataset='imagenet' is not one of")
 
 

@@ -51,6 +51,23 @@ def test_node_types_advertise_edge_and_cloud(cluster_yaml):
     assert 0 < cluster_yaml["idle_timeout_minutes"] <= 60
 
 
+def test_one_node_type_per_site_advertises_its_site_resource(cluster_yaml):
+    # runtime.participant_resources={'site_{participant_id}': 1} places participant i here.
+    types = cluster_yaml["available_node_types"]
+    sites = sorted(n for n in types if n.startswith("site_"))
+    assert sites == [f"site_{i}" for i in range(5)]
+    for name in sites:
+        assert types[name]["resources"] == {name: 1}
+        assert types[name]["max_workers"] == 1  # one machine per site
+
+
+def test_local_cluster_can_start_one_node_per_site():
+    nodes = plan(edge_nodes=0, cloud_nodes=0, cpus_per_node=1, head_cpus=1, site_nodes=3)
+    assert [(n.name, n.resources) for n in nodes] == [
+        ("head", {}), ("site-0", {"site_0": 1.0}), ("site-1", {"site_1": 1.0}),
+        ("site-2", {"site_2": 1.0})]
+
+
 def test_setup_installs_pinned_torch_then_the_project(cluster_yaml):
     import ray
     import torch
