@@ -31,19 +31,26 @@ class DatasetConfig:
     train_path: str | None = None
     # The server's held-out file; null: federated evaluation on the sites' val splits.
     test_path: str | None = None
+    # auto (from the file's suffix), csv, parquet, npz or image_folder.
     format: str = "auto"
+    # The column holding each row's label (csv, parquet).
     label_column: str = "label"
     # The label values in class-id order, or num_classes for labels 0..n-1.
     classes: list[str] = field(default_factory=list)
+    # The number of classes when labels are already 0..n-1 (instead of classes).
     num_classes: int | None = None
     # Numeric feature columns in order (null: every other column), then one-hot
     # blocks over the declared levels of each categorical column.
     numeric: list[str] | None = None
+    # column -> its levels, one-hot encoded in this order at every site.
     categorical: dict[str, list[str]] = field(default_factory=dict)
     # column -> [center, scale], agreed by all sites.
     scaling: dict[str, list[float]] = field(default_factory=dict)
+    # Columns every site leaves out (identifiers, dates).
     drop: list[str] = field(default_factory=list)
+    # image_folder: every image resized to [height, width].
     image_size: list[int] | None = None
+    # image_folder: RGB (3 channels) or L (grey, 1 channel).
     image_mode: str = "RGB"
     # A YAML file with the keys above that describe the encoding (make_sites writes one).
     schema_path: str | None = None

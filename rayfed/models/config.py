@@ -26,9 +26,10 @@ class ModelConfig:
     name: str = "mlp"
     hidden_sizes: list[int] = field(default_factory=lambda: [128])
     channels: list[int] = field(default_factory=lambda: [16, 32])
-    # model=custom: the dotted import path of an nn.Module class or factory, and
-    # its keyword arguments (num_classes and input_shape are passed if it takes them).
+    # model=custom: the dotted import path of an nn.Module class or factory.
     _target_: str | None = None
+    # model=custom: its keyword arguments (num_classes and input_shape are passed
+    # too when it takes them).
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
