@@ -27,6 +27,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from rayfed.errors import ClusterUnreachableError
 from rayfed.fl.config import RuntimeConfig
@@ -82,6 +83,13 @@ def start(settings: RaySettings) -> None:
 
     if ray.is_initialized():
         return
+    from rayfed.tracking.console import quiet_library_notices
+
+    with quiet_library_notices():
+        _start(ray, settings)
+
+
+def _start(ray: Any, settings: RaySettings) -> None:
     address = resolve_address(settings.address, key=settings.key)
     if address is None:
         # "local": without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster
