@@ -88,7 +88,10 @@ SKIPPED = {
         "needs a running cluster; tests/e2e/test_cluster_jobs.py submits it",
     "python /path/to/rayfed/jobs/federated.py": "the walkthrough of docs/your_own_data.md on "
                                                 "files a reader writes first",
-    "ray job submit --working-dir ~/hospitals": "needs a cluster with one node per site",
+    "ray job submit --working-dir . --runtime-env-json": "needs a cluster with one node per "
+                                                         "site and the walkthrough's files; "
+                                                         "tests/e2e/test_site_jobs.py submits "
+                                                         "it",
     "python -m rayfed.data.make_sites": "tests/unit/data/test_make_sites.py runs it",
     "python jobs/privacy_audit.py": "200,000 trials per world; "
                                     "tests/unit/privacy and the audit's own tests",
