@@ -32,7 +32,7 @@ import rayfed.fl.orchestrator as orchestrator_module
 from rayfed.config import FaultConfig
 from rayfed.data.federated import load_test_split
 from rayfed.errors import CheckpointError
-from rayfed.fl.checkpoint import CheckpointDir, load_checkpoint, save_checkpoint
+from rayfed.fl.checkpoint import CheckpointDir, load_checkpoint
 from rayfed.fl.host import ParticipantHost
 from rayfed.fl.orchestrator import Orchestrator
 from rayfed.fl.rounds import participant_seed, select_participants
@@ -456,10 +456,16 @@ def test_f6_driver_killed_during_a_checkpoint_write(tmp_path, driver_env):
 def test_f6_resume_from_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
     """The run directory a resumed orchestrator finds: LATEST and a checkpoint with
     one flipped byte. It must refuse before starting Ray or any actor."""
+    from dataclasses import asdict
+
+    from rayfed.fl.checkpoint import RunCheckpoints, load_key
+    from rayfed.plan import resolve
+
     cfg = small_config(tmp_path, checkpoint={"enabled": True}, resume=True)
     root = tmp_path / "ckpt" / cfg.name
-    save_checkpoint(root / "run1" / "round_000002.ckpt", {"server_round": 2})
-    (root / "LATEST").write_text("run1")
+    run = RunCheckpoints.start(root, config=asdict(cfg), config_hash=resolve(cfg).config_hash,
+                               keep_last=2, run_id="run1", key=load_key())
+    run.save(2, {"server_round": 2})
     latest = root / "run1" / "round_000002.ckpt"
     blob = bytearray(latest.read_bytes())
     blob[-10] ^= 0xFF
