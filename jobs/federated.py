@@ -12,6 +12,9 @@ from omegaconf import DictConfig
 
 from rayfed.config import register_configs
 from rayfed.launch import main_guard, run_from_hydra
+from rayfed.timing import mark
+
+mark("imports")
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
@@ -24,4 +27,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     main_guard(sys.argv[1:], config_dir=CONFIG_DIR)
+    mark("preflight")
     main()

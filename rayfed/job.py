@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rayfed.errors import ConfigError, RayfedError
 from rayfed.runtime import RaySettings, start
+from rayfed.timing import mark
 
 if TYPE_CHECKING:
     from rayfed.tracking.base import RunStatus, Tracker
@@ -152,10 +153,12 @@ def run_job(dict_cfg: Any, *, convert: Callable[[Any], C],
     if problems:
         print_problems(problems, started=False)
         sys.exit(EXIT_CONFIG)
+    mark("plan")
     summary_path = Path(getattr(cfg, "output_dir", ".")) / "summary.json"
     try:
         if ray is not None:
             start(ray(cfg))
+            mark("ray_init")
         return run(target)
     except SystemExit:
         raise

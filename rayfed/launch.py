@@ -18,6 +18,7 @@ from typing import Any
 
 from rayfed.config import Config, validate
 from rayfed.plan import RunPlan, resolve
+from rayfed.timing import mark
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ def _run(plan: RunPlan, tracker: Any, console: Any, rounds_log: logging.Logger, 
                     out_dir.resolve())
     try:
         orch = Orchestrator(plan, tracker=tracker)
+        mark("setup")
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
                       disable=not show_progress, transient=False) as progress:
@@ -193,6 +195,7 @@ def _run(plan: RunPlan, tracker: Any, console: Any, rounds_log: logging.Logger, 
                 progress.update(task, advance=1,
                                 info=f"{acc}reported={r.num_reported}/{r.num_selected} "
                                      f"{r.seconds:.2f}s")
+        mark("rounds")
         summary = orch.summary(status="FINISHED")
         orch.evaluate()  # leaves the final global weights in orch.model
         final = export_final_model(orch.model, orch._x_test, orch._y_test, cfg=cfg.compression,
@@ -221,6 +224,7 @@ def _run(plan: RunPlan, tracker: Any, console: Any, rounds_log: logging.Logger, 
             orch.evaluate()  # leaves the final global weights in orch.model
             tracker.log_model(orch.model, input_example=orch._x_test[:4].numpy())
         tracker.finish("FINISHED")
+        mark("artifacts")
         rounds_log.info("finished: %s", json.dumps({k: summary.get(k) for k in (
             "final_accuracy", "epsilon", "delta", "rounds_completed", "wall_seconds")}))
         return summary
@@ -231,6 +235,7 @@ def _run(plan: RunPlan, tracker: Any, console: Any, rounds_log: logging.Logger, 
     finally:
         if orch is not None:
             orch.close()
+        mark("closed")
 
 
 def sweep_trial(cfg: Config, *, sweep_id: str,
@@ -257,6 +262,8 @@ def run_from_hydra(dict_cfg: Any) -> float | None:
     from rayfed.config import to_config
     from rayfed.job import run_job
     from rayfed.runtime import RaySettings
+
+    mark("hydra")
 
     def run(plan: RunPlan) -> float | None:
         hc = HydraConfig.get()

@@ -41,6 +41,7 @@ from rayfed.privacy.plan import shard_problems
 from rayfed.privacy.server import BUDGET_EXHAUSTED, build_privacy
 from rayfed.runtime import RaySettings, start
 from rayfed.strategies.config import strategy_from_config
+from rayfed.timing import mark
 from rayfed.tracking import NullTracker, Tracker
 from rayfed.train import evaluate
 from rayfed.types import EvalRes, FitIns, FitRes, PartialAggregate, RoundResult
@@ -98,10 +99,13 @@ class Orchestrator:
                              robust=plan.aggregation == "robust"))
         self.placement = ParticipantActors(plan, materials=session.materials if session else None)
         # The actors build their shards in the background meanwhile.
+        mark("actors_created")
         self.tracker.start(params=asdict(cfg), run_id=run_id,
                            tags={"rayfed.config_hash": plan.config_hash,
                                  "rayfed.placement": cfg.runtime.placement})
+        mark("tracker_started")
         self.placement.wait_ready()
+        mark("actors_ready")
         if self.secure_agg is not None:
             # Hosts register their participants' signing keys with the decryptor
             # themselves; then registration closes, before round 1.
