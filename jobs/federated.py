@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from rayfed.config import register_configs
 from rayfed.launch import main_guard, run_from_hydra
+from rayfed.runtime import exit_now
 from rayfed.timing import mark
 
 mark("imports")
@@ -29,3 +30,6 @@ if __name__ == "__main__":
     main_guard(sys.argv[1:], config_dir=CONFIG_DIR)
     mark("preflight")
     main()
+    # Hydra returns only when the run (or every trial of a sweep) succeeded, all
+    # written; a failure has already exited with its own status.
+    exit_now(0)

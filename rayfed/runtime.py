@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 from rayfed.errors import ClusterUnreachableError
 from rayfed.fl.config import RuntimeConfig
@@ -101,6 +103,25 @@ def start(settings: RaySettings) -> None:
             f"{where}: cannot join the Ray cluster at {address} "
             f"({' '.join(str(exc).split())[:200]}); check the address, or {START_HINT}"
         ) from exc
+
+
+def exit_now(code: int = 0) -> NoReturn:
+    """End a finished job's process without the teardown its user would wait for.
+
+    By then every output is written (summary, checkpoints, MLflow flushed and its
+    run ended). What a normal interpreter exit adds is seconds of work nobody
+    needs (measured in issue #18, 2 loaded cores: ~3-7 s): Ray's ``atexit``
+    ``ray.shutdown`` waiting for its GCS, raylet and workers to stop, MLflow's
+    ``atexit`` handlers, and finalising torch's and MLflow's module graphs. A local
+    Ray started by :func:`start` shares the driver's fate (Ray starts it with the
+    kernel's parent-death signal), so it goes when the process does; a joined
+    cluster sees its driver disconnect, as after any exit. Log handlers (Hydra's
+    ``<job>.log``) and stdio are flushed first.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def reachable(address: str, *, timeout_s: float) -> bool:
