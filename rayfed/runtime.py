@@ -96,6 +96,7 @@ def start(settings: RaySettings) -> None:
     if not reachable(address, timeout_s=settings.connect_timeout_s):
         raise ClusterUnreachableError(
             f"{where}: nothing answers at {address}; check the address, or {START_HINT}")
+    _token_auth_if_token()
     try:
         ray.init(address=address, log_to_driver=settings.log_to_driver)
     except ConnectionError as exc:
@@ -122,6 +123,25 @@ def exit_now(code: int = 0) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os._exit(code)
+
+
+def _token_auth_if_token() -> None:
+    """Send the local token when joining, as ``ray start`` used it.
+
+    Ray >= 2.52's ``ray start`` turns token authentication on by itself when
+    ``RAY_AUTH_MODE`` is unset (token in ``~/.ray/auth_token``), but a driver that
+    joins with the mode unset sends no token and is refused; a user who ran plain
+    ``ray start --head`` (the fast path of docs/cluster.md) means to join it. Ray's
+    own helper does what ``ray.init`` does for a new local Ray (and refreshes the
+    settings Ray read when imported); an explicit ``RAY_AUTH_MODE`` is left alone.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def reachable(address: str, *, timeout_s: float) -> bool:
