@@ -25,6 +25,7 @@ table, Ray's shutdown at interpreter exit).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -121,8 +122,13 @@ def base_env(ray_tmp: Path) -> dict[str, str]:
 
 
 def start_cluster(env: dict[str, str], workers: int) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     ray = Path(sys.executable).with_name("ray")
-    subprocess.run([str(ray), "start", "--head", f"--num-cpus={workers}",
+    subprocess.run([str(ray), "start", "--head", f"--port={port}", f"--num-cpus={workers}",
                     "--include-dashboard=false", "--disable-usage-stats"],
                    env=env, check=True, capture_output=True, timeout=300)
 
@@ -133,12 +139,20 @@ def stop_cluster(env: dict[str, str]) -> None:
     import psutil
 
     tmp = env["RAY_TMPDIR"]
+    me = psutil.Process()
+    skip = {me.pid, *(p.pid for p in me.parents())}
+    procs = []
     for p in psutil.process_iter(["cmdline"]):
         try:
-            if any(tmp in a for a in p.info["cmdline"] or ()):
+            if p.pid not in skip and any(tmp in a for a in p.info["cmdline"] or ()):
                 p.terminate()
+                procs.append(p)
         except psutil.Error:
             continue
+    # The GCS and the autoscaler monitor may outlive SIGTERM.
+    for p in psutil.wait_procs(procs, timeout=5)[1]:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
 
 
 def run_one(system: str, wl: str, *, rep: int, rounds: int, workers: int, tmp: Path,
