@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="6 rounds, 1 repeat")
     ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--workers", type=int, default=2)
