@@ -17,6 +17,7 @@ import logging
 import pickle
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -100,12 +101,16 @@ class Orchestrator:
         self.placement = ParticipantActors(plan, materials=session.materials if session else None)
         # The actors build their shards in the background meanwhile.
         mark("actors_created")
-        self.tracker.start(params=asdict(cfg), run_id=run_id,
-                           tags={"rayfed.config_hash": plan.config_hash,
-                                 "rayfed.placement": cfg.runtime.placement})
+        # The tracker's start (MLflow's import, store and run: seconds) and the
+        # actors' start-up overlap; both are done before round 1 (issue #18).
+        with ThreadPoolExecutor(1, thread_name_prefix="rayfed-tracker") as pool:
+            tracking = pool.submit(self.tracker.start, params=asdict(cfg), run_id=run_id,
+                                   tags={"rayfed.config_hash": plan.config_hash,
+                                         "rayfed.placement": cfg.runtime.placement})
+            self.placement.wait_ready()
+            mark("actors_ready")
+            tracking.result()
         mark("tracker_started")
-        self.placement.wait_ready()
-        mark("actors_ready")
         if self.secure_agg is not None:
             # Hosts register their participants' signing keys with the decryptor
             # themselves; then registration closes, before round 1.
