@@ -298,12 +298,27 @@ def report(result: dict[str, Any]) -> str:
             by = f" by {t['by']:.0%}" if t["status"] == "missed" else ""
             lines.append(f"| {t['target']} | {t['value']:.2f}× | ≤ {t['bound']}× | "
                          f"**{t['status']}**{by} |")
+    lines += why_missed(result)
     ls, le = result["load_at_start"], result["load_at_end"]
     lines += ["", f"{result['repeats']} interleaved repeats; load average (1/5/15 min) at the "
               f"start {ls[0]:.1f}/{ls[1]:.1f}/{ls[2]:.1f}, at the end "
               f"{le[0]:.1f}/{le[1]:.1f}/{le[2]:.1f} on {os.cpu_count()} cores: with load "
               "above the core count every absolute time is stretched, the ratios less so."]
     return "\n".join(lines)
+
+
+def why_missed(result: dict[str, Any]) -> list[str]:
+    """For each missed target: rayfed's largest phases against the peer's whole run."""
+    out: list[str] = []
+    for (label, wl, num, den, bound), t in zip(TARGETS, result["targets"], strict=True):
+        if t["status"] != "missed":
+            continue
+        mine = result["cells"][wl][num]
+        phases = sorted(((mine[n], n) for n, _, _ in PHASES if n in mine), reverse=True)[:3]
+        gap = mine["total_s"] - bound * result["cells"][wl][den]["total_s"]
+        out.append(f"- {label}: {gap:.1f} s over the bound; largest phases: "
+                   + ", ".join(f"{n} {v:.1f} s" for v, n in phases) + ".")
+    return ["", "Why missed:", "", *out] if out else []
 
 
 if __name__ == "__main__":
