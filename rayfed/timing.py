@@ -6,7 +6,8 @@ environment lookup per mark. A line is ``rayfed-timing <phase> <unix time>``:
 wall-clock time, so that a launcher can subtract its own launch stamp and get the
 interpreter's start-up too. The phases, in order, are those of
 ``jobs/federated.py`` (imports, preflight, hydra, plan, ray_init, actors_created,
-actors_ready, tracker_started, setup, rounds, artifacts, closed); ``benchmarks/time_to_result.py`` turns them into a breakdown.
+actors_ready, tracker_started, setup, rounds, artifacts, closed);
+``benchmarks/time_to_result.py`` turns them into a breakdown.
 """
 
 from __future__ import annotations
