@@ -38,9 +38,13 @@ BENCHMARKS = {
     "scale": "Scale curve: round time and peak memory vs participants per round (issue #10)",
     "robustness": "Byzantine robustness: accuracy under five attacks, FedAvg vs median, "
                   "trimmed mean and Krum (issue #9)",
+    "time_to_result": "Time to result through the command line: launch to exit, with the "
+                      "breakdown (issue #18)",
+    "private_round": "Private rounds: central_dp and local_dp vs non-private, rayfed vs "
+                     "pfl-research's central DP (issue #18)",
 }
 # Benchmarks whose command line takes --no-peers.
-TAKES_NO_PEERS = ("federated_round",)
+TAKES_NO_PEERS = ("federated_round", "time_to_result", "private_round")
 PACKAGES = ("rayfed-learn", "ray", "torch", "numpy", "opacus", "tenseal", "mlflow",
             "hydra-core")
 
@@ -69,9 +73,54 @@ def load() -> str:
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
 
 
-def run(argvs: dict[str, list[str]], *, out: Path, command: str) -> dict[str, object]:
-    """Run each named benchmark with its argv; write ``out`` (.md) and its .json."""
+def split_sections(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """A RESULTS.md as (header lines, {section title: its lines}), the closing
+    "All benchmarks took" line dropped."""
+    header: list[str] = []
+    sections: dict[str, list[str]] = {}
+    current = header
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = sections.setdefault(line[3:].strip(), [])
+        elif line.startswith("All benchmarks took"):
+            continue
+        else:
+            current.append(line)
+    return header, sections
+
+
+def merge(out: Path, new: dict[str, list[str]], raw: dict[str, object], *, command: str,
+          took_s: float) -> None:
+    """Replace (or add) only the sections in ``new``; every other section of the
+    existing ``out`` and its .json is kept as it was generated."""
+    header, sections = split_sections(out.read_text())
+    while header and not header[-1].strip():
+        header.pop()
+    header += [f"- Sections {', '.join(f'`{k}`' for k in raw)} re-run "
+               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command.strip()}` "
+               f"in {took_s:.0f} s; load average at its end: {load()}.", ""]
+    titles = {BENCHMARKS[k]: k for k in raw}
+    sections.update({BENCHMARKS[k]: body for k, body in new.items()})
+    order = [BENCHMARKS[k] for k in BENCHMARKS if BENCHMARKS[k] in sections]
+    order += [t for t in sections if t not in order and t not in titles]
+    lines = list(header)
+    for title in order:
+        body = sections[title]
+        while body and not body[-1].strip():
+            body = body[:-1]
+        lines += [f"## {title}", *body, ""]
+    out.write_text("\n".join(lines))
+    js = out.with_suffix(".json")
+    old = json.loads(js.read_text()) if js.exists() else {}
+    js.write_text(json.dumps({**old, **raw}, indent=2, default=str))
+
+
+def run(argvs: dict[str, list[str]], *, out: Path, command: str,
+        merge_into: bool = False) -> dict[str, object]:
+    """Run each named benchmark with its argv; write ``out`` (.md) and its .json.
+    ``merge_into``: keep the other sections of an existing ``out`` (``--only``)."""
     t0 = time.perf_counter()
+    new: dict[str, list[str]] = {}
     sections = [
         "# Benchmark results",
         "",
@@ -97,10 +146,14 @@ def run(argvs: dict[str, list[str]], *, out: Path, command: str) -> dict[str, ob
             body = f"not run: failed with {result['error']}"
             print(f"  {name} failed: {result['error']}", flush=True)
         raw[name] = result
-        sections += [f"## {BENCHMARKS[name]}", "",
-                     f"Command: `python -m benchmarks.{name} {' '.join(argv)}`".rstrip(),
+        new[name] = ["", f"Command: `python -m benchmarks.{name} {' '.join(argv)}`".rstrip(),
                      "", body, ""]
+        sections += [f"## {BENCHMARKS[name]}", *new[name]]
         print(f"  {name} took {time.perf_counter() - t:.0f} s", flush=True)
+    if merge_into and out.exists():
+        merge(out, new, raw, command=command, took_s=time.perf_counter() - t0)
+        print(f"merged {', '.join(raw)} into {out}", flush=True)
+        return raw
     sections += [f"All benchmarks took {time.perf_counter() - t0:.0f} s; load average at the "
                  f"end: {load()}.", ""]
     out.write_text("\n".join(sections))
@@ -123,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         argvs[name] = (["--quick"] if args.quick else []) + (
             ["--no-peers"] if args.no_peers and name in TAKES_NO_PEERS else [])
     command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
-    run(argvs, out=Path(args.out), command=command)
+    # --only replaces those sections and keeps the others (a full run rewrites all).
+    run(argvs, out=Path(args.out), command=command, merge_into=bool(args.only))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from contextlib import suppress
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rayfed.errors import ConfigError, RayfedError
 from rayfed.runtime import RaySettings, start
+from rayfed.timing import mark
 
 if TYPE_CHECKING:
     from rayfed.tracking.base import RunStatus, Tracker
@@ -121,10 +123,16 @@ def _hydra() -> tuple[str | None, Any]:
     return hc.runtime.output_dir, hc.verbose
 
 
+def _quietly(fn: Callable[[Any], None], arg: Any) -> None:
+    with suppress(Exception):
+        fn(arg)
+
+
 def run_job(dict_cfg: Any, *, convert: Callable[[Any], C],
             check: Callable[[C], list[str]] | None = None,
             plan: Callable[[C], Any] | None = None, run: Callable[[Any], R],
-            ray: Callable[[C], RaySettings] | None = None) -> R:
+            ray: Callable[[C], RaySettings] | None = None,
+            warm: Callable[[Any], None] | None = None) -> R:
     """Convert, check (or plan), start Ray (if ``ray`` says how), run; exit 2 or 1.
 
     ``convert`` turns the ``DictConfig`` into a dataclass with an ``output_dir``
@@ -132,7 +140,10 @@ def run_job(dict_cfg: Any, *, convert: Callable[[Any], C],
     problem (empty: fine); a job that resolves its config into a plan passes
     ``plan`` instead, which validates while it plans (raising ``ConfigError``), and
     ``run`` then receives the plan. Returns what ``run`` returns (Hydra sweeps
-    optimise it).
+    optimise it). ``warm(plan)``: work the run will need that needs neither Ray nor
+    the run's state (imports), begun in a background thread once the config is
+    valid, so that it overlaps Ray's start-up; its errors are left for the run's
+    own imports to raise.
     """
     out_dir, verbose = _hydra()
     try:
@@ -152,10 +163,15 @@ def run_job(dict_cfg: Any, *, convert: Callable[[Any], C],
     if problems:
         print_problems(problems, started=False)
         sys.exit(EXIT_CONFIG)
+    mark("plan")
     summary_path = Path(getattr(cfg, "output_dir", ".")) / "summary.json"
+    if warm is not None:
+        threading.Thread(target=_quietly, args=(warm, target), name="rayfed-warm",
+                         daemon=True).start()
     try:
         if ray is not None:
             start(ray(cfg))
+            mark("ray_init")
         return run(target)
     except SystemExit:
         raise

@@ -93,8 +93,32 @@ def main(argv: list[str] | None = None) -> None:
         lambda p: Dataset(raw_data=[bundle.x[p], bundle.y[p]], user_id=str(p)),
         MinimizeReuseUserSampler(users),
         user_id_to_weight={p: bundle.num_examples(p) for p in users})
+    dp = W.central_dp(args.central_dp)
+    extra: dict[str, object] = {}
+    if dp is None:
+        postprocessors = [WeightByDatapoints()]
+    else:
+        # User-level central DP as pfl ships it: each user's update clipped to the
+        # bound, Gaussian noise of std sigma * bound on the cohort's sum, every user
+        # weighted 1 (no WeightByDatapoints: it would scale the sensitivity), and
+        # pfl's PLD accountant over the run's rounds with every user in each cohort.
+        from pfl.privacy import (
+            CentrallyAppliedPrivacyMechanism,
+            GaussianMechanism,
+            PLDPrivacyAccountant,
+        )
+
+        sigma, clip, delta = dp
+        accountant = PLDPrivacyAccountant(num_compositions=wl.rounds,
+                                          sampling_probability=1.0, mechanism="gaussian",
+                                          noise_parameter=sigma, delta=delta)
+        mechanism = GaussianMechanism.from_privacy_accountant(accountant=accountant,
+                                                              clipping_bound=clip)
+        postprocessors = [CentrallyAppliedPrivacyMechanism(mechanism)]
+        extra = {"epsilon": float(accountant.epsilon), "delta": delta,
+                 "noise_multiplier": float(accountant.cohort_noise_parameter)}
     backend = SimulatedBackend(training_data=data, val_data=None,
-                               postprocessors=[WeightByDatapoints()])
+                               postprocessors=postprocessors)
     model = PyTorchModel(model=net, local_optimizer_create=torch.optim.SGD,
                          central_optimizer=torch.optim.SGD(net.parameters(), lr=1.0))
     FedAvg = BundleOrderFedAvg()
@@ -111,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         W.write_weights(args.weights_out, W.get_weights(net.net))
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        W.emit(f"pfl-{world}", launch_time=args.launch_time, round_ends=round_ends)
+        W.emit(f"pfl-{world}", launch_time=args.launch_time, round_ends=round_ends, **extra)
 
 
 if __name__ == "__main__":

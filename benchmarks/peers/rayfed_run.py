@@ -13,10 +13,12 @@ import io
 import pstats
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from benchmarks.peers.workload import RESULT_TAG, emit, load
+from rayfed.config import Config, PrivacyConfig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,6 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--launch-time", required=True, type=float)
     ap.add_argument("--weights-out", required=True)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--privacy", default="none", choices=("none", "central_dp", "local_dp"))
+    ap.add_argument("--central-dp", default=None, metavar="SIGMA,CLIP,DELTA",
+                    help="central_dp's noise multiplier, clipping norm and delta")
+    ap.add_argument("--local-dp", default=None, metavar="EPSILON,CLIP,DELTA",
+                    help="local_dp's target epsilon, per-sample clipping norm and delta")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the driver over rounds 2+ (the times are then not clean)")
     args = ap.parse_args(argv)
@@ -39,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     wl = load(args.bundle).workload
     cfg = workload_config(args.workload, rounds=wl.rounds, tmp=tempfile.mkdtemp(),
                           workers=args.workers)
+    cfg = with_privacy(cfg, args.privacy, central=args.central_dp, local=args.local_dp)
     if (cfg.fl.num_clients, cfg.fl.rounds, cfg.fl.batch_size) != (
             wl.num_clients, wl.rounds, wl.batch_size):
         raise SystemExit(f"{RESULT_TAG}{{\"error\": \"bundle and config disagree\"}}")
@@ -58,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
                 profiler.enable()
         profiler.disable()
         np.save(args.weights_out, orch.weights.astype(np.float32))
+        privacy = {k: v for k, v in orch.privacy.summary().items()
+                   if k in ("epsilon", "delta", "noise_multiplier")}
     ray.shutdown()
     phases = {"imports_s": t_imported - args.launch_time, "ray_init_s": t_ray - t_imported,
               "setup_s": t_ready - t_ray,
@@ -68,7 +78,23 @@ def main(argv: list[str] | None = None) -> None:
         pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
         profile = text.getvalue()
     emit("rayfed", launch_time=args.launch_time, round_ends=round_ends, phases=phases,
-         profile=profile)
+         profile=profile, **privacy)
+
+
+def with_privacy(cfg: Config, mode: str, *, central: str | None,
+                 local: str | None) -> Config:
+    """``cfg`` with its privacy section for ``mode`` (benchmarks.private_round)."""
+    if mode == "none":
+        return cfg
+    if mode == "central_dp":
+        sigma, clip, delta = (float(v) for v in (central or "1.0,0.5,1e-5").split(","))
+        privacy = PrivacyConfig(name="central_dp", noise_multiplier=sigma,
+                                clipping_norm=clip, delta=delta)
+    else:
+        eps, clip, delta = (float(v) for v in (local or "8.0,1.0,1e-5").split(","))
+        privacy = PrivacyConfig(name="local_dp", target_epsilon=eps, clipping_norm=clip,
+                                delta=delta)
+    return replace(cfg, privacy=privacy)
 
 
 if __name__ == "__main__":

@@ -183,4 +183,15 @@ def runner_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--launch-time", required=True, type=float)
     ap.add_argument("--weights-out", required=True, type=Path)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--central-dp", default=None, metavar="SIGMA,CLIP,DELTA",
+                    help="user-level DP-FedAvg: noise multiplier, clipping norm, delta "
+                         "(benchmarks.private_round)")
     return ap.parse_args(argv)
+
+
+def central_dp(text: str | None) -> tuple[float, float, float] | None:
+    """``--central-dp``'s (noise multiplier, clipping norm, delta), or None."""
+    if not text:
+        return None
+    sigma, clip, delta = (float(v) for v in text.split(","))
+    return sigma, clip, delta

@@ -36,6 +36,9 @@ Release = Callable[[np.ndarray], np.ndarray]
 
 
 class Aggregation(Protocol):
+    # What participant hosts need to encode for this aggregation (public only).
+    materials: dict[str, Any] | None
+
     def enrol(self, placement: Any, participant_ids: Sequence[int]) -> None: ...
 
     def begin_round(self, server_round: int, selected: Sequence[int]) -> None: ...
@@ -68,6 +71,7 @@ class PlainAggregation:
         self.release = release
         self.strategy = strategy
         self.robust = robust
+        self.materials: dict[str, Any] | None = None
 
     def enrol(self, placement: Any, participant_ids: Sequence[int]) -> None:
         pass
@@ -138,6 +142,7 @@ class EncryptedAggregation:
         # rayfed.secure_agg.session.SecureAggregation (the Ray edge of secure_agg).
         self.session = session
         self.release = release
+        self.materials: dict[str, Any] | None = session.materials
 
     def enrol(self, placement: Any, participant_ids: Sequence[int]) -> None:
         """Hosts register their participants' signing keys with the decryptor
@@ -176,10 +181,14 @@ class EncryptedAggregation:
         self.session.close()
 
 
-def build_aggregation(plan: Any, pipeline: Pipeline, *, session: Any, release: Release | None,
-                      strategy: Strategy) -> Aggregation:
-    """The aggregation the plan's mode names (``plan``: a ``rayfed.plan.RunPlan``)."""
-    if session is not None:
+def build_aggregation(plan: Any, pipeline: Pipeline, *, num_params: int,
+                      release: Release | None, strategy: Strategy) -> Aggregation:
+    """The aggregation the plan's mode names (``plan``: a ``rayfed.plan.RunPlan``);
+    under secure aggregation it starts the run's key authority and decryptor."""
+    if plan.secure_agg is not None:
+        from rayfed.secure_agg.session import SecureAggregation
+
+        session = SecureAggregation(plan.secure_agg, num_params=num_params)
         return EncryptedAggregation(session, release=release)
     return PlainAggregation(pipeline, unit_weights=plan.privacy.unit_weights, release=release,
                             strategy=strategy, robust=plan.aggregation == "robust")

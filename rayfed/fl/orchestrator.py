@@ -41,6 +41,7 @@ from rayfed.privacy.plan import shard_problems
 from rayfed.privacy.server import BUDGET_EXHAUSTED, build_privacy
 from rayfed.runtime import RaySettings, start
 from rayfed.strategies.config import strategy_from_config
+from rayfed.timing import mark
 from rayfed.tracking import NullTracker, Tracker
 from rayfed.train import evaluate
 from rayfed.types import EvalRes, FitIns, FitRes, PartialAggregate, RoundResult
@@ -86,22 +87,18 @@ class Orchestrator:
         self.privacy = build_privacy(plan.privacy, seed=cfg.seed)
         run_id = self._restore(state) if state is not None else None
         start(RaySettings.of(cfg.runtime))
-        session = None
-        if plan.secure_agg is not None:
-            from rayfed.secure_agg.session import SecureAggregation
-
-            # The secret key stays in the decryptor actor; hosts and this process
-            # get the public context only.
-            session = SecureAggregation(plan.secure_agg, num_params=self.weights.size)
-        self.aggregation = build_aggregation(plan, self.pipeline, session=session,
+        self.aggregation = build_aggregation(plan, self.pipeline, num_params=self.weights.size,
                                              release=self.privacy.release,
                                              strategy=self.strategy)
-        self.placement = ParticipantActors(plan, materials=session.materials if session else None)
+        # Under secure aggregation, hosts get the public context (the secret key
+        # stays in the decryptor actor).
+        self.placement = ParticipantActors(plan, materials=self.aggregation.materials)
         # The actors build their shards in the background meanwhile.
         self.tracker.start(params=asdict(cfg), run_id=run_id,
                            tags={"rayfed.config_hash": plan.config_hash,
                                  "rayfed.placement": cfg.runtime.placement})
         self.placement.wait_ready()
+        mark("actors_ready")
         self.aggregation.enrol(self.placement, range(cfg.fl.num_clients))
         if plan.data.source is not None or plan.user.own_data:
             # Every site checks its own data, in its own actor; one error lists all.

@@ -188,7 +188,10 @@ class Participant:
                                 state=state.get("stages", {}),
                                 tensor_sizes=tuple(p.numel() for p in self._params))
             payload = self.pipeline.encode(delta, ctx)
-            state["stages"] = ctx.state
+            if ctx.state or "stages" in state:
+                # Stateless stages (DP clipping) leave nothing to carry: no state
+                # to serialise here and to ship back with every later round.
+                state["stages"] = ctx.state
         else:
             payload = delta
         return FitRes(

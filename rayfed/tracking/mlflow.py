@@ -11,6 +11,7 @@ import os
 import subprocess
 import time
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,7 @@ class MlflowTracker:
     def __init__(self, *, uri: str | None, experiment: str, run_name: str | None = None,
                  parent_run_id: str | None = None,
                  choices: Mapping[str, str] | None = None) -> None:
-        import mlflow
-
-        self._mlflow = mlflow
         self.uri = uri or default_tracking_uri()
-        self._client = mlflow.MlflowClient(tracking_uri=self.uri)
         self._experiment = experiment
         self._run_name = run_name
         # A sweep's trial: MLflow nests runs by this tag (rayfed.tracking.sweep).
@@ -94,6 +91,19 @@ class MlflowTracker:
         # typed config's `strategy.name` etc.
         self._choices = dict(choices or {})
         self.run_id: str | None = None
+
+    # MLflow is imported, and its store opened, on first use (the run's start):
+    # the federated job creates its actors first, so that their start-up overlaps
+    # these seconds of imports and store set-up (issue #18).
+    @cached_property
+    def _mlflow(self) -> Any:
+        import mlflow
+
+        return mlflow
+
+    @cached_property
+    def _client(self) -> Any:
+        return self._mlflow.MlflowClient(tracking_uri=self.uri)
 
     def start(self, *, params: Mapping[str, Any], tags: Mapping[str, str],
               run_id: str | None = None) -> str | None:
@@ -106,7 +116,8 @@ class MlflowTracker:
             return run_id
         exp = self._client.get_experiment_by_name(self._experiment)
         exp_id = exp.experiment_id if exp else self._client.create_experiment(self._experiment)
-        all_tags = {"git_commit": git_commit(), "mlflow.source.git.commit": git_commit(), **tags}
+        commit = git_commit()
+        all_tags = {"git_commit": commit, "mlflow.source.git.commit": commit, **tags}
         if self._parent_run_id is not None:
             all_tags["mlflow.parentRunId"] = self._parent_run_id
         run = self._client.create_run(exp_id, run_name=self._run_name, tags=all_tags)
