@@ -20,6 +20,9 @@ from torch import nn
 
 from rayfed.tracking.base import RunStatus
 
+# MLflow 3 sends usage telemetry by default; a privacy product's runs should not
+# phone home unless the user asks (MLFLOW_DISABLE_TELEMETRY=false turns it on).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 def default_tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlflow.db``."""
