@@ -42,6 +42,8 @@ BENCHMARKS = {
                       "breakdown (issue #18)",
     "private_round": "Private rounds: central_dp and local_dp vs non-private, rayfed vs "
                      "pfl-research's central DP (issue #18)",
+    "large_model": "A realistic model: resnet_gn (2.8 M parameters) on per-site "
+                   "CIFAR-10-shaped files, rayfed vs the loop, memory per actor (issue #16)",
 }
 # Benchmarks whose command line takes --no-peers.
 TAKES_NO_PEERS = ("federated_round", "time_to_result", "private_round")
