@@ -63,6 +63,11 @@ SKIPPED = {
     "python -m rayfed.cluster.local": "starts or stops a 4-node local cluster; "
                                       "tests/e2e/test_cluster_jobs.py runs it",
     "ray list nodes": "needs the local cluster of the line before",
+    "ray start --head": "starts a Ray for the fast path; benchmarks/time_to_result.py "
+                        "measures it",
+    "ray stop": "stops the Ray of the line before (and every Ray of this user)",
+    f"{FEDERATED} runtime.address=auto": "joins the Ray of `ray start`; "
+                                         "tests/e2e/test_job_runner.py covers auto",
     "ray get-auth-token": "writes ~/.ray/auth_token for a cloud cluster",
     "ray up": "needs a cloud account", "ray down": "needs a cloud account",
     "ray dashboard": "needs a cloud cluster", "ray job logs": "needs a submitted job",
