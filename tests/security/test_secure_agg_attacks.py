@@ -25,16 +25,16 @@ from rayfed.errors import IntegrityError
 from rayfed.fl.host import ParticipantHost
 from rayfed.fl.orchestrator import Orchestrator
 from rayfed.fl.placement import HostActor
-from rayfed.fl.rounds import participant_seed, select_participants
-from rayfed.models import build_model, get_flat, spec_from_config
+from rayfed.fl.rounds import participant_seed
 from rayfed.plan import build_pipeline, resolve
 from rayfed.privacy.noise import client_noise_std, gaussian_noise
 from rayfed.secure_agg.keys import KeyAuthority, KeyBundle
 from rayfed.secure_agg.packing import decrypt_chunks
 from rayfed.secure_agg.params import PRESETS
 from rayfed.stages import UpdateContext
-from rayfed.types import FitIns, FitRes
+from rayfed.types import FitRes
 from tests.conftest import small_config
+from tests.integration.test_secure_agg_rounds import plaintext_round, weighted_mean
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -74,24 +74,6 @@ class Server(Orchestrator):
 
         self._collector.collect = collecting  # type: ignore[method-assign]
         self.aggregation.finish = finishing  # type: ignore[method-assign]
-
-
-def plaintext_round(cfg):
-    """Round 1 without encryption, in this process: initial weights and each delta."""
-    cfg = replace(cfg, secure_agg=SecureAggConfig())
-    host = ParticipantHost(resolve(cfg))
-    spec = spec_from_config(cfg.model, input_shape=host._data.input_shape,
-                            num_classes=host._data.num_classes)
-    w = get_flat(build_model(spec, seed=cfg.seed))
-    rng = np.random.default_rng([cfg.seed, 0x5E1EC7])
-    ids = select_participants(rng, num_clients=cfg.fl.num_clients, k=cfg.fl.clients_per_round)
-    res = host.fit(1, w, [FitIns(i, 1, participant_seed(cfg.seed, 1, i)) for i in ids])
-    return w, {r.participant_id: r for r in res}
-
-
-def weighted_mean(fits, ids):
-    n = np.array([fits[i].num_examples for i in ids], dtype=np.float64)
-    return (n[:, None] * np.stack([fits[i].delta for i in ids])).sum(0) / n.sum()
 
 
 # -- what the driver can reach ------------------------------------------------
