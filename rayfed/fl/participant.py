@@ -152,7 +152,7 @@ class Participant:
             stats = train_epoch(model, batches, optimizer, proximal_mu=proximal_mu,
                                 anchor=anchor, device=self.data.x_train.device,
                                 autocast_dtype=amp.autocast_dtype if amp else None,
-                                scaler=scaler)
+                                scaler=scaler, step_on_empty=session is not None)
             loss_sum += stats.loss * stats.num_examples
             seen += stats.num_examples
         if t.ddp is not None:

@@ -72,6 +72,7 @@ def train_epoch(
     device: torch.device | None = None,
     autocast_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    step_on_empty: bool = False,
 ) -> TrainStats:
     """One pass over ``batches``; returns the example-weighted mean loss.
 
@@ -79,6 +80,9 @@ def train_epoch(
     copy with compute when the loader pins memory). ``autocast_dtype``: forward
     pass under ``torch.autocast`` (bf16/fp16 AMP); ``scaler``: fp16 loss scaling.
     ``model`` may be DDP-wrapped: DDP all-reduces gradients inside ``backward``.
+    ``step_on_empty``: DP-SGD's Poisson sampling can draw an empty batch, and the
+    accountant counts that step: it must still add its noise (Opacus's per-sample
+    gradients of an empty batch are empty, so the step is pure noise).
     """
     model.train()
     # The loss is summed on the device and read once: a float() per step would
@@ -90,6 +94,14 @@ def train_epoch(
     device_type = device.type if device is not None else "cpu"
     for xb, yb in batches:
         if len(xb) == 0:  # Poisson sampling (DP) can draw an empty batch
+            if step_on_empty:
+                optimizer.zero_grad(set_to_none=True)
+                # A summed loss: the mean of no examples would be NaN.
+                F.cross_entropy(model(xb.to(device) if device is not None else xb),
+                                yb.to(device) if device is not None else yb,
+                                reduction="sum").backward()
+                optimizer.step()
+                steps += 1
             continue
         if device is not None:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)

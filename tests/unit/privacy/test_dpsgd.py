@@ -115,3 +115,28 @@ def _events(res: FitRes) -> list[dict]:
     """The carried ledger's events, less their random charge ids."""
     ledger = safe_format.loads(res.state)["record_dp"]["ledger"]
     return [{k: v for k, v in e.items() if k != "charge_id"} for e in ledger["events"]]
+
+
+@pytest.mark.parametrize("step_on_empty", [True, False])
+def test_an_empty_poisson_batch_still_adds_its_noise(step_on_empty):
+    """The accountant counts every planned step, so an empty Poisson batch must still
+    release noise (it once was skipped: a step charged but never noised)."""
+    from opacus.grad_sample import wrap_model
+    from opacus.optimizers import DPOptimizer
+
+    from rayfed.train import train_epoch
+
+    model = wrap_model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)),
+                       grad_sample_mode="hooks")
+    opt = DPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0,
+                      max_grad_norm=1.0, expected_batch_size=2,
+                      generator=torch.Generator().manual_seed(1))
+    before = get_flat(model._module)
+    empty = [(torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.long))]
+    stats = train_epoch(model, empty, opt, step_on_empty=step_on_empty)
+    moved = float(np.abs(get_flat(model._module) - before).max())
+    if step_on_empty:
+        # σC/expected_batch · lr = 0.05 per coordinate, on average.
+        assert stats.steps == 1 and moved > 1e-3
+    else:
+        assert stats.steps == 0 and moved == 0.0
