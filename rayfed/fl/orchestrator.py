@@ -93,12 +93,14 @@ class Orchestrator:
         # Under secure aggregation, hosts get the public context (the secret key
         # stays in the decryptor actor).
         self.placement = ParticipantActors(plan, materials=self.aggregation.materials)
+        mark("actors_created")
         # The actors build their shards in the background meanwhile.
         self.tracker.start(params=asdict(cfg), run_id=run_id,
                            tags={"rayfed.config_hash": plan.config_hash,
                                  "rayfed.placement": cfg.runtime.placement})
         self.placement.wait_ready()
         mark("actors_ready")
+        mark("tracker_started")  # it started while the actors booted
         self.aggregation.enrol(self.placement, range(cfg.fl.num_clients))
         if plan.data.source is not None or plan.user.own_data:
             # Every site checks its own data, in its own actor; one error lists all.
