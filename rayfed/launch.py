@@ -108,11 +108,11 @@ def preflight(overrides: Sequence[str], *, config_dir: Path,
         else:
             return problems
     selected = {g: getattr(cfg, g).name for g in GROUPS if hasattr(getattr(cfg, g, None), "name")}
-    options = {g: _group_options(config_dir, g) for g in selected}
+    choices = {g: _group_options(config_dir, g) for g in selected}
     for line, key in feature_keys:
         if key.split(".")[0] in swept_groups:
             continue  # the group itself is swept: each trial's own check decides
-        off = feature_off_problem(line, key, selected, options)
+        off = feature_off_problem(line, key, selected, choices)
         if off:
             problems.append(off)
     # ``validate_all=False`` (the job's own guard): with no problem so far the run

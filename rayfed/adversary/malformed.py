@@ -47,6 +47,9 @@ MALFORMED: Mapping[str, Callable[[FitRes], FitRes]] = MappingProxyType({
     # 10⁴ × its honest norm: far beyond 1000 × the round's median norm.
     "huge_norm": lambda r: _with_delta(r, (np.asarray(r.delta) * 1.0e4).astype(np.float32)),
     # Not an array at all: a Python list 10⁶ × the honest update (once not screened).
-    "python_list": lambda r: replace(r, delta=(np.asarray(r.delta) * 1.0e6).tolist()),
-    "nan_list": lambda r: replace(r, delta=[float("nan")] * np.asarray(r.delta).size),
+    # (Deliberately the wrong type: what screening must refuse.)
+    "python_list": lambda r: replace(
+        r, delta=(np.asarray(r.delta) * 1.0e6).tolist()),  # type: ignore[arg-type]
+    "nan_list": lambda r: replace(
+        r, delta=[float("nan")] * np.asarray(r.delta).size),  # type: ignore[arg-type]
 })
