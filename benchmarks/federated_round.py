@@ -366,3 +366,16 @@ def where_time_goes(result: dict[str, Any]) -> list[str]:
 
 if __name__ == "__main__":
     print(report(main()))
+
+
+def target_rows(targets: list[dict[str, Any]]) -> list[str]:
+    """The acceptance table's rows: measured ratio, bound, met or missed (by how much)."""
+    rows = []
+    for t in targets:
+        if t["value"] is None:
+            rows.append(f"| {t['target']} | n/a | | {t['status']} |")
+        else:
+            by = f" by {t['by']:.0%}" if t["status"] == "missed" else ""
+            rows.append(f"| {t['target']} | {t['value']:.2f}× | ≤ {t['bound']}× | "
+                        f"**{t['status']}**{by} |")
+    return rows

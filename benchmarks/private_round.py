@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.federated_round import command, metrics, run_system, workload_config
+from benchmarks.federated_round import command, metrics, run_system, target_rows, workload_config
 from benchmarks.peers import venvs
 from benchmarks.peers.workload import load
 
@@ -162,13 +162,7 @@ def report(result: dict[str, Any]) -> str:
                      f"{c['updates_per_s']:.0f} | {eps} | {c['first_round_s']:.2f} |")
     lines += ["", "Acceptance targets (ratios of steady-round medians from this run):", "",
               "| target | measured | bound | status |", "|---|---|---|---|"]
-    for t in result["targets"]:
-        if t["value"] is None:
-            lines.append(f"| {t['target']} | n/a | | {t['status']} |")
-        else:
-            by = f" by {t['by']:.0%}" if t["status"] == "missed" else ""
-            lines.append(f"| {t['target']} | {t['value']:.2f}× | ≤ {t['bound']}× | "
-                         f"**{t['status']}**{by} |")
+    lines += target_rows(result["targets"])
     ls, le = result["load_at_start"], result["load_at_end"]
     lines += ["", f"central_dp and pfl: σ, C, δ = {result['central_dp']}; local_dp: target "
               f"ε, per-sample C, δ = {result['local_dp']} (σ solved by rayfed's plan). "

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.federated_round import REPO, WORKLOADS, command, workload_config
+from benchmarks.federated_round import REPO, WORKLOADS, command, target_rows, workload_config
 from benchmarks.peers import venvs
 from rayfed.timing import TIMING_ENV, parse
 
@@ -291,13 +291,7 @@ def report(result: dict[str, Any]) -> str:
         lines.append("")
     lines += ["Acceptance targets (ratios of launch-to-exit medians from this run):", "",
               "| target | measured | bound | status |", "|---|---|---|---|"]
-    for t in result["targets"]:
-        if t["value"] is None:
-            lines.append(f"| {t['target']} | n/a | | {t['status']} |")
-        else:
-            by = f" by {t['by']:.0%}" if t["status"] == "missed" else ""
-            lines.append(f"| {t['target']} | {t['value']:.2f}× | ≤ {t['bound']}× | "
-                         f"**{t['status']}**{by} |")
+    lines += target_rows(result["targets"])
     lines += why_missed(result)
     ls, le = result["load_at_start"], result["load_at_end"]
     lines += ["", f"{result['repeats']} interleaved repeats; load average (1/5/15 min) at the "
