@@ -19,6 +19,7 @@ import numpy as np
 from torch import nn
 
 from rayfed.tracking.base import RunStatus
+from rayfed.tracking.store import seed_store
 
 # MLflow 3 sends usage telemetry by default; a privacy product's runs should not
 # phone home unless the user asks (MLFLOW_DISABLE_TELEMETRY=false turns it on).
@@ -106,6 +107,7 @@ class MlflowTracker:
 
     @cached_property
     def _client(self) -> Any:
+        seed_store(self.uri)  # a new sqlite store: a copy, not fifty migrations
         return self._mlflow.MlflowClient(tracking_uri=self.uri)
 
     def start(self, *, params: Mapping[str, Any], tags: Mapping[str, str],

@@ -242,11 +242,13 @@ class MlflowSweepCallback(Callback):
         import mlflow
 
         from rayfed.tracking.mlflow import default_tracking_uri, git_commit
+        from rayfed.tracking.store import seed_store
 
         tracking = config.get("tracking")
         if tracking is None or not tracking.enabled:
             return
         self.uri = tracking.uri or default_tracking_uri()
+        seed_store(self.uri)
         client = mlflow.MlflowClient(tracking_uri=self.uri)
         exp = client.get_experiment_by_name(tracking.experiment)
         exp_id = exp.experiment_id if exp else client.create_experiment(tracking.experiment)
