@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rayfed.adversary import Adversary
+from rayfed.adversary.adversary import Adversary
 from rayfed.data.federated import ClientData, FederatedData
 from rayfed.data.schema import SiteSchema
 from rayfed.fl.aggregation import PlainAggregation
