@@ -17,7 +17,6 @@ from typing import Any
 from rayfed.config import Config
 from rayfed.data.config import CUSTOM_DATA, FILES
 from rayfed.data.source import DataPlan, files_plan
-from rayfed.data.user import as_arrays
 from rayfed.errors import ConfigError
 
 
@@ -44,6 +43,8 @@ def data_plan(cfg: Config, *, own_data: bool, test_data: Any,
             return DataPlan(), ["dataset=custom is the data of rayfed.run(participant_data="
                                 "...); from the command line use dataset=files"]
         if test_data is not None:
+            from rayfed.data.user import as_arrays  # torch: only for the API's own data
+
             x, y = as_arrays(test_data() if callable(test_data) else test_data,
                              what="test_data")
             return DataPlan(None, tuple(x.shape[1:]), ds.num_classes or int(y.max()) + 1), []
@@ -66,10 +67,11 @@ def user_model_problems(cfg: Config, data: DataPlan, *,
                         factory: Callable[..., Any] | None) -> list[str]:
     """Problems of a custom model (``model._target_`` or the API's ``model=``)."""
     from rayfed.models.config import build, is_custom
-    from rayfed.models.custom import model_problems
 
     if factory is None and not is_custom(cfg.model):
         return []
+    from rayfed.models.custom import model_problems  # torch: only for a custom model
+
     if factory is None and not cfg.model._target_:
         return []  # validate already said model._target_ is missing
     shape, classes = data.input_shape, data.num_classes

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from rayfed.errors import DataError
 
@@ -105,6 +104,11 @@ def transform(
     shifts = rng.integers(0, spec.max_translation, size=(n,))
     cols = (np.arange(dilated_len)[None, :] - shifts[:, None]) % dilated_len
     x = np.take_along_axis(x, cols, axis=1)
+
+    # Imported here: scipy.ndimage costs ~0.3-0.45 s, which every job and every
+    # participant actor paid at start-up for a generator that runs once per
+    # cached data set (issue #18).
+    from scipy.ndimage import gaussian_filter1d
 
     corr_noise = gaussian_filter1d(
         spec.corr_noise_scale * rng.standard_normal(x.shape), spec.corr_noise_sigma, axis=1

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from rayfed.models.spec import MODEL_NAMES, ModelSpec
 
-from rayfed.models.registry import MODELS, build_model
-from rayfed.models.spec import ModelSpec
+if TYPE_CHECKING:  # torch is imported where a model is built, not by the config layer
+    from torch import nn
 
 CUSTOM = "custom"
 
@@ -39,8 +39,8 @@ def model_problems(m: ModelConfig) -> list[str]:
         if not m._target_:
             p.append("model=custom needs model._target_, the import path of your nn.Module "
                      "class or factory, e.g. model._target_=my_pkg.nets.MyNet")
-    elif m.name not in MODELS:
-        p.append(f"model={m.name!r} is not one of {sorted([*MODELS, CUSTOM])}; pick one of "
+    elif m.name not in MODEL_NAMES:
+        p.append(f"model={m.name!r} is not one of {sorted([*MODEL_NAMES, CUSTOM])}; pick one of "
                  "those")
     else:
         p += [f"model.{key}={value!r} only takes effect with model=custom; add model=custom "
@@ -66,6 +66,8 @@ def spec_from_config(model: ModelConfig, *, input_shape: tuple[int, ...],
 def build(model: ModelConfig, *, input_shape: tuple[int, ...], num_classes: int,
           seed: int | None = None, factory: Callable[..., Any] | None = None) -> nn.Module:
     """The run's model: ``factory`` (Python API), ``model._target_``, or the registry."""
+    from rayfed.models.registry import build_model
+
     if factory is not None or is_custom(model):
         from rayfed.models.custom import build_custom_model
 

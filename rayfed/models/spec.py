@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The built-in models' names, for the config's checks without importing torch
+# (the registry builds them; a unit test keeps the two in step).
+MODEL_NAMES = ("logreg", "mlp", "cnn", "cnn1d", "resnet_gn")
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the one function that draws with it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ def torch_noise_generator(*, secure: bool, seed: int,
     """A torch generator for Opacus's DP-SGD noise, seeded from the OS CSPRNG if secure.
 
     On the parameters' ``device``: Opacus draws the noise there with it."""
+    import torch
+
     return torch.Generator(device=device).manual_seed(secrets.randbits(63) if secure else seed)
 
 

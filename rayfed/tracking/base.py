@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from torch import nn
+if TYPE_CHECKING:  # the config layer imports this module; torch is not its business
+    from torch import nn
 
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 

@@ -10,15 +10,17 @@ without a GPU; the training loop only reads it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from rayfed.errors import ConfigError
 
+if TYPE_CHECKING:  # the config layer imports precision_problems; torch comes with a plan
+    import torch
+
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Autocast dtypes, by name of torch's dtype (None: no autocast).
+_DTYPES = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass(frozen=True)
@@ -46,15 +48,20 @@ def precision_problems(precision: str, *, use_gpu: bool, key: str = "train") -> 
 
 def amp_plan(precision: str, device: torch.device) -> AmpPlan:
     """The plan for ``precision`` on ``device``; fp16 on CPU is refused."""
+    import torch
+
     problems = precision_problems(precision, use_gpu=device.type == "cuda")
     if problems:
         raise ConfigError(problems)
+    dtype = _DTYPES[precision]
     return AmpPlan(precision=precision, device_type=device.type,
-                   autocast_dtype=_DTYPES[precision],
+                   autocast_dtype=None if dtype is None else getattr(torch, dtype),
                    use_grad_scaler=precision == "fp16")
 
 
 def make_grad_scaler(plan: AmpPlan) -> torch.amp.GradScaler | None:
+    import torch
+
     return torch.amp.GradScaler(plan.device_type) if plan.use_grad_scaler else None
 
 
@@ -64,6 +71,8 @@ def set_tf32(enabled: bool) -> None:
     torch >= 2.9 has per-backend ``fp32_precision``; mixing it with the legacy
     ``allow_tf32`` flags is an error there, so only one API is ever touched.
     """
+    import torch
+
     value = "tf32" if enabled else "ieee"
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):
@@ -76,6 +85,8 @@ def set_tf32(enabled: bool) -> None:
 
 def tf32_state() -> dict[str, bool]:
     """Whether fp32 matmuls and cuDNN convolutions may use TF32 right now."""
+    import torch
+
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):
         mm = matmul.fp32_precision

@@ -149,3 +149,34 @@ def test_ray_init_is_called_from_one_module() -> None:
     callers = sorted(str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py")
                      if "ray.init(" in p.read_text())
     assert len(callers) == 1, callers
+
+
+# A job reads, checks and plans its config before Ray starts; torch (~0.8 s) is
+# imported meanwhile in a background thread, overlapping ray.init (issue #18). So
+# the config layer, the plan and the job's own modules must not import torch.
+NO_TORCH = r"""
+import sys
+from hydra import compose, initialize_config_dir
+import rayfed.config, rayfed.plan, rayfed.launch, rayfed.job, rayfed.runtime, rayfed.checks
+from rayfed.config import register_configs, to_config
+from rayfed.plan import resolve
+
+register_configs()
+with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+    cfg = to_config(compose("config", overrides=sys.argv[2:]))
+resolve(cfg)
+print(sorted(m for m in ("torch", "scipy.ndimage", "mlflow", "ray", "opacus")
+             if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("overrides", [[], ["dataset=mnist1d", "model=cnn1d"],
+                                       ["compression=int8", "strategy=fedprox"]])
+def test_config_and_plan_do_not_import_torch(overrides: list[str]) -> None:
+    import subprocess
+    import sys
+
+    conf = str(PACKAGE.parent / "conf")
+    out = subprocess.run([sys.executable, "-c", NO_TORCH, conf, *overrides], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert out.strip().splitlines()[-1] == "[]"

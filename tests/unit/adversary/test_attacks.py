@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from rayfed.adversary import (
-    Adversary,
     alie,
     alie_z_max,
     boost,
@@ -18,6 +17,7 @@ from rayfed.adversary import (
     malicious_ids,
     sign_flip,
 )
+from rayfed.adversary.adversary import Adversary
 from rayfed.config import AdversaryConfig, Config, FLConfig, validate
 from rayfed.data.federated import ClientData
 from rayfed.types import FitRes
