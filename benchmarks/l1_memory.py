@@ -12,10 +12,18 @@ mapping). It prints, per process, the least-squares slope over rounds 3-20 and
 over the rounds after, so the growth can be pinned on one process and one kind
 of page.
 
-    python -m benchmarks.l1_memory --rounds 40
-    python -m benchmarks.l1_memory --rounds 40 --env RAY_task_events_max_num_task_in_gcs=1000
+A row ``(outside the tree)`` sums every other process on the machine: when one of
+them that maps the same libraries starts or ends, the file-backed PSS of ours moves.
+
+    python -m benchmarks.l1_memory --rounds 40                  # ~30 s on 2 cores
+    python -m benchmarks.l1_memory --env RAY_enable_task_events=0
+    python -m benchmarks.l1_memory --rounds 30 --neighbours-until 12 --neighbours 3
+    python -m benchmarks.l1_memory --malloc-trim --json samples.json
 
 ``--env KEY=VALUE`` is set before Ray starts, so Ray's processes inherit it.
+``--neighbours-until R`` runs idle ``import torch, ray`` processes (not counted in
+the tree) from before Ray starts until after round R. Not part of ``python -m
+benchmarks``: it is a diagnosis, its numbers go to docs/reliability.md (L1).
 """
 
 from __future__ import annotations
@@ -145,8 +153,9 @@ def run(rounds: int, trim: bool, neighbours_until: int, n_neighbours: int
     return samples
 
 
-def report(samples: list[dict[str, dict[str, int]]], early: tuple[int, int]) -> str:
-    names = sorted({n for s in samples for n in s}, key=lambda n: -samples[-1].get(n, {}).get("Pss", 0))
+def table(samples: list[dict[str, dict[str, int]]], early: tuple[int, int]) -> str:
+    names = sorted({n for s in samples for n in s},
+                   key=lambda n: -samples[-1].get(n, {}).get("Pss", 0))
     lo, hi = early
     lines = [f"{'process':24s} {'PSS r3':>8s} {'PSS end':>8s}  "
              + "  ".join(f"{f + ' ' + w:>20s}" for w in (f"r{lo+1}-{hi}", f"r{hi+1}-{len(samples)}")
@@ -159,8 +168,10 @@ def report(samples: list[dict[str, dict[str, int]]], early: tuple[int, int]) -> 
             return [s.get(n, {}).get(field, 0) for s in samples]
         pss = series("Pss")
         cells = [f"{slope_mb(series(f)[lo:hi]):+20.3f}" for f in FIELDS]
-        cells += [f"{slope_mb(series(f)[hi:]):+20.3f}" for f in FIELDS] if len(samples) > hi + 2 else []
-        lines.append(f"{name:24s} {pss[lo] / 2**20:8.1f} {pss[-1] / 2**20:8.1f}  " + "  ".join(cells))
+        if len(samples) > hi + 2:
+            cells += [f"{slope_mb(series(f)[hi:]):+20.3f}" for f in FIELDS]
+        lines.append(f"{name:24s} {pss[lo] / 2**20:8.1f} {pss[-1] / 2**20:8.1f}  "
+                     + "  ".join(cells))
     return "\n".join(lines)
 
 
@@ -183,9 +194,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     samples = run(args.rounds, args.malloc_trim, args.neighbours_until, args.neighbours)
     print(f"L1 per process: {args.rounds} rounds, env {args.env or 'default'}, "
-          f"neighbours until round {args.neighbours_until}, {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}; "
+          f"neighbours until round {args.neighbours_until}, "
+          f"{time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}; "
           "slopes in MB/round")
-    print(report(samples, (2, 20)))
+    print(table(samples, (2, 20)))
     if args.json:
         args.json.write_text(json.dumps(samples))
     return {"samples": samples}
