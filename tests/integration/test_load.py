@@ -53,7 +53,9 @@ L1_ROUNDS = int(os.environ.get("RAYFED_L1_ROUNDS", "40"))
 # file-backed part (see the module docstring): in the run that reproduced it
 # (+1.58 MB/round over rounds 3-20, -0.46 over 21-60), file-backed +1.89 and
 # allocated -0.32. The allocated memory over rounds 3-40, in 5 runs of 40
-# rounds at load 2-4: -0.06 to +0.41 MB/round (benchmarks/l1_memory.py).
+# rounds at load 2-4: -0.06 to +0.41 MB/round (benchmarks/l1_memory.py). One real
+# per-round growth was found and removed on the way (issue #18): every participant
+# ever drawn carried a ~320 B state blob; stateless stages now carry nothing.
 FIRST_ROUND = 2  # index: rounds 1-2 are left out (the actors' first allocations)
 # Keeping one update per participant and round would grow 100 x 38 KB (the
 # 9,610-parameter MLP) = 3.8 MB per round; the bound is a quarter of that and
@@ -64,13 +66,17 @@ MAX_SLOPE_MB_PER_ROUND = 1.0
 
 
 def smaps_rollup(pid: int) -> dict[str, int]:
-    """The PSS fields of ``/proc/<pid>/smaps_rollup`` (Linux >= 5.0 splits them), in bytes."""
+    """The fields of ``/proc/<pid>/smaps_rollup``, in bytes."""
     out = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         lines = f.read().splitlines()[1:]
     for line in lines:
         key, value, *_ = line.split()
         out[key.rstrip(":")] = int(value) * 1024
+    # A process that has exited but is not yet reaped has an empty rollup.
+    if out and "Pss_Anon" not in out:
+        raise RuntimeError(f"/proc/{pid}/smaps_rollup has no Pss_Anon: this test needs a "
+                           "Linux kernel that splits PSS into Pss_Anon/Pss_File/Pss_Shmem")
     return out
 
 
@@ -82,6 +88,8 @@ def tree_memory() -> tuple[int, int, int]:
     for p in [me, *me.children(recursive=True)]:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
             fields = smaps_rollup(p.pid)
+            if not fields:
+                continue
             allocated += fields["Pss_Anon"] + fields["Pss_Shmem"]
             file_backed += fields["Pss_File"]
             whole += fields["Pss"]
