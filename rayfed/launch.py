@@ -311,13 +311,11 @@ def warm_imports(plan: RunPlan) -> None:
     export afterwards takes a tenth of a second.
     """
     cfg = plan.config
-    # First what the driver needs as soon as Ray is up: torch (~0.8 s) and the
-    # orchestrator, imported here while ray.init waits for Ray's processes. The
-    # config layer and the plan import neither (tests/unit/test_architecture.py).
+    # First what the driver needs as soon as Ray is up: torch (~0.8 s), imported
+    # here while ray.init waits for Ray's processes; the config layer and the plan
+    # do not import it (tests/unit/test_architecture.py). Not Ray's own modules:
+    # importing them beside a running ray.init measured slower than not at all.
     import torch
-
-    import rayfed.fl.orchestrator
-    import rayfed.tracking.mlflow  # noqa: F401
 
     if cfg.tracking.enabled:
         import mlflow
