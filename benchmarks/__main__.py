@@ -42,6 +42,7 @@ BENCHMARKS = {
                       "breakdown (issue #18)",
     "private_round": "Private rounds: central_dp and local_dp vs non-private, rayfed vs "
                      "pfl-research's central DP (issue #18)",
+    "l1_memory": "Memory per process over rounds: the L1 warm-up explained (issue #18)",
     "large_model": "A realistic model: resnet_gn (2.8 M parameters) on per-site "
                    "CIFAR-10-shaped files, rayfed vs the loop, memory per actor (issue #16)",
 }

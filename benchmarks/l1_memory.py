@@ -200,7 +200,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(table(samples, (2, 20)))
     if args.json:
         args.json.write_text(json.dumps(samples))
-    return {"samples": samples}
+    return {"samples": samples, "rounds": args.rounds, "env": args.env,
+            "neighbours_until": args.neighbours_until, "load_at_end": os.getloadavg()[0]}
+
+
+def report(result: dict[str, Any]) -> str:
+    """The per-process table for benchmarks/RESULTS.md."""
+    return "\n".join([
+        f"L1 workload (`experiment=cross_device privacy=central_dp`, 2 pooled actors), "
+        f"{result['rounds']} rounds; PSS per process split into anonymous (allocated), "
+        "file-backed (shared libraries, divided among every process mapping them) and "
+        "shared memory; slopes in MB/round over rounds 3-20 and after. The rounds 3-20 "
+        "rise of whole PSS is the file-backed part moving with other processes on the "
+        "machine; the allocated part is what rayfed's processes hold (docs/reliability.md, "
+        f"L1). Load at the end: {result['load_at_end']:.1f}.",
+        "", "```", table(result["samples"], (2, 20)), "```"])
 
 
 if __name__ == "__main__":
