@@ -142,9 +142,11 @@ class ParticipantHost:
                                      per_round=plan.per_round,
                                      num_classes=num_classes)
                            if cfg.adversary.active else None)
-        # The first optimizer a process builds imports torch._dynamo (~1 s); pay it
-        # while the actor starts, not inside the first round's deadline.
-        make_optimizer(self._model.parameters(), name=self._training.optimizer, lr=1e-3)
+        # The first optimizer a process builds, like torch.func.grad (per-sample
+        # gradients), imports torch._dynamo (~1 s); pay it while the actor starts,
+        # not inside the first round's deadline. Vectorised plain SGD needs neither.
+        if not self._vectorize or self._record_dp is not None:
+            make_optimizer(self._model.parameters(), name=self._training.optimizer, lr=1e-3)
 
     def _client_data(self, participant_id: int) -> ClientData:
         """This participant's shard: read from its own file or function, or cut from

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vmap
 
 from rayfed.train.loop import Optimization
 
@@ -98,12 +98,25 @@ def _train_group(
         return {n: t.view(*lead, *s) for n, t, s in zip(names, parts, shapes, strict=True)}
 
     def batch_loss(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                   mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                   mask: torch.Tensor) -> torch.Tensor:
         losses = F.cross_entropy(functional_call(model, params, (x,)), y, reduction="none")
-        loss = (losses * mask).sum() / mask.sum().clamp(min=1)
-        return loss, loss.detach()
+        return (losses * mask).sum() / mask.sum().clamp(min=1)
 
-    step_fn = vmap(grad(batch_loss, has_aux=True))
+    def step_fn(stacked: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every participant's gradient ``(P, D)`` and loss ``(P,)``.
+
+        Participant p's loss depends only on row p of the stacked weights, so the
+        gradient of the sum of the losses is, row by row, each one's own gradient.
+        Plain autograd through the ``vmap``-ed forward computes it: ~7% faster per
+        step than ``vmap(grad(...))`` on the mlp/digits workload, and, unlike
+        ``torch.func.grad``, it does not import ``torch._dynamo`` (~1 s of every
+        actor's start-up, issue #18).
+        """
+        leaf = stacked.detach().requires_grad_(True)
+        losses = vmap(batch_loss)(views(leaf), x, y, mask)
+        (g,) = torch.autograd.grad(losses.sum(), leaf)
+        return g, losses.detach()
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     counts = torch.tensor([len(x) for x, _ in shards])
     loss_sums = torch.zeros(num, dtype=torch.float64, device=dev)
@@ -129,9 +142,8 @@ def _train_group(
             window = slice(s * b, (s + 1) * b)
             m = mask[:, window]
             taken = m.sum(dim=1)
-            grads, losses = step_fn(views(flat), xs[:, window], ys[:, window], m)
+            g, losses = step_fn(flat, xs[:, window], ys[:, window], m)
             with torch.no_grad():
-                g = torch.cat([grads[n].reshape(num, -1) for n in names], dim=1)
                 active = (taken > 0).to(flat.dtype)[:, None]
                 if anchor is not None:  # FedProx: d/dw (mu/2)||w - w0||²
                     g = g + opt.proximal_mu * (flat - anchor) * active
