@@ -158,14 +158,14 @@ class Orchestrator:
             self.next_round += 1
             if self._t_first_round is None:
                 self._t_first_round = time.perf_counter() - self._t_start
+            checkpoint = (self._ckpt is not None
+                          and result.server_round % self.cfg.checkpoint.every == 0)
+            # Stored before the checkpoint says the round is done, or a crash right
+            # after it leaves the resumed run's MLflow history without this round.
             self.tracker.log_metrics(round_metrics(result, self.privacy.metrics(),
                                                    self.aggregation.metrics()),
-                                     step=result.server_round)
-            if self._ckpt and result.server_round % self.cfg.checkpoint.every == 0:
-                # Metrics are logged asynchronously: make them durable before the
-                # checkpoint says the round is done, or a crash right after it
-                # leaves the resumed run's MLflow history without this round.
-                self.tracker.flush()
+                                     step=result.server_round, durable=checkpoint)
+            if self._ckpt and checkpoint:
                 self._ckpt.save(result.server_round, self._state())
             yield result
             if self.privacy.budget_exhausted:

@@ -18,7 +18,11 @@ class Tracker(Protocol):
     def start(self, *, params: Mapping[str, Any], tags: Mapping[str, str],
               run_id: str | None = None) -> str | None: ...
 
-    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int,
+                    durable: bool = False) -> None:
+        """Log one step's metrics; ``durable``: return only once they, and everything
+        logged before them, are stored (before a checkpoint says the step is done)."""
+        ...
 
     def flush(self) -> None:
         """Return once everything logged so far is stored (logging may be asynchronous)."""
@@ -40,7 +44,8 @@ class NullTracker:
               run_id: str | None = None) -> str | None:
         return None
 
-    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int,
+                    durable: bool = False) -> None:
         pass
 
     def flush(self) -> None:

@@ -44,7 +44,8 @@ class Recorder(NullTracker):
     def __init__(self) -> None:
         self.metrics: dict[int, Mapping[str, float]] = {}
 
-    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int,
+                    durable: bool = False) -> None:
         self.metrics[step] = dict(metrics)
 
 
