@@ -23,6 +23,7 @@ and random (q, σ), and the σ search against ``get_noise_multiplier``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -76,10 +77,9 @@ def _log_sum_in_order(log_terms: list[float], positive: list[bool], start: float
         elif acc == s:
             acc = neg_inf
         else:
-            try:
+            # On overflow Opacus keeps the larger term, i.e. the sum so far.
+            with contextlib.suppress(OverflowError):
                 acc = log(expm1(acc - s)) + s
-            except OverflowError:
-                pass
     return acc
 
 
