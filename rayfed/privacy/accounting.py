@@ -113,9 +113,9 @@ def solve_noise_multiplier(*, target_epsilon: float, delta: float, sample_rate: 
     RDP of :mod:`rayfed.privacy.sgm_rdp` (the same σ, 3-6x sooner).
     """
     if accountant == "rdp":
-        from rayfed.privacy import sgm_rdp
+        from rayfed.privacy import noise_search
 
-        return float(sgm_rdp.solve_noise_multiplier(
+        return float(noise_search.solve_noise_multiplier(
             target_epsilon=target_epsilon, delta=delta, sample_rate=sample_rate, steps=steps,
             epsilon_tolerance=0.01))
     from opacus.accountants.utils import get_noise_multiplier

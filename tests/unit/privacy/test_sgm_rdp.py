@@ -12,16 +12,29 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis import rdp as opacus_rdp
 from opacus.accountants.utils import get_noise_multiplier
 
-from rayfed.privacy import sgm_rdp
+from rayfed.privacy import noise_search, sgm_rdp
 from rayfed.privacy.accounting import DpEvent, epsilon, solve_noise_multiplier
 
 DELTA = 1e-5
 REL = 1e-9
 
 
+def _opacus_rdp(q: float, sigma: float) -> np.ndarray:
+    return np.asarray(opacus_rdp.compute_rdp(q=q, noise_multiplier=sigma, steps=1,
+                                             orders=RDPAccountant.DEFAULT_ALPHAS), dtype=float)
+
+
+def _assert_fast_within_bound(q: float, sigma: float, ref: np.ndarray) -> None:
+    fast = sgm_rdp.rdp_fast(q=q, noise_multiplier=sigma)
+    np.testing.assert_array_equal(np.isinf(fast), np.isinf(ref))
+    finite = np.isfinite(ref)
+    err = np.abs(fast[finite] - ref[finite])
+    assert (err <= sgm_rdp.RDP_REL * np.abs(ref[finite]) + sgm_rdp.RDP_ABS).all(), (q, sigma)
+
+
 def _assert_same_rdp(q: float, sigma: float) -> None:
-    ref = np.asarray(opacus_rdp.compute_rdp(q=q, noise_multiplier=sigma, steps=1,
-                                            orders=RDPAccountant.DEFAULT_ALPHAS), dtype=float)
+    ref = _opacus_rdp(q, sigma)
+    _assert_fast_within_bound(q, sigma, ref)
     got = sgm_rdp.compute_rdp(q=q, noise_multiplier=sigma, steps=1)
     assert got.shape == ref.shape
     np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
@@ -93,6 +106,17 @@ def test_budget_too_low_raises_like_opacus():
     assert _opacus_sigma(0.05, 0.3, 24) == "The privacy budget is too low."
     with pytest.raises(ValueError, match="The privacy budget is too low"):
         solve_noise_multiplier(target_epsilon=0.05, delta=DELTA, sample_rate=0.3, steps=24)
+
+
+def test_screened_epsilon_falls_back_to_opacus_when_too_close_to_call():
+    kw = {"noise_multiplier": 1.2, "sample_rate": 0.16, "steps": 84, "delta": DELTA}
+    fast, bound = noise_search._epsilon_with_bound(**kw)
+    opacus_acc = RDPAccountant()
+    opacus_acc.history = [(1.2, 0.16, 84)]
+    exact = opacus_acc.get_epsilon(delta=DELTA)
+    assert 0 < abs(fast - exact) <= bound
+    assert noise_search._decided_epsilon([fast], **kw) == exact
+    assert noise_search._decided_epsilon([fast + 1.0], **kw) == fast
 
 
 def test_ledger_epsilon_equals_rdp_accountant():
