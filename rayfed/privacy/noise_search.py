@@ -57,14 +57,14 @@ def _decided_epsilon(thresholds: Sequence[float], *, noise_multiplier: float,
                      sample_rate: float, steps: int, delta: float) -> float:
     """An ε on the same side of every threshold as Opacus's (Opacus's own ε
     where the fast one is too close to call: rare, a few per cent of searches)."""
-    kw = {"noise_multiplier": noise_multiplier, "sample_rate": sample_rate, "steps": steps,
-          "delta": delta}
-    eps, bound = _epsilon_with_bound(**kw)
+    eps, bound = _epsilon_with_bound(noise_multiplier=noise_multiplier,
+                                     sample_rate=sample_rate, steps=steps, delta=delta)
     # The margin also covers the rounding of ``target - eps`` in the caller's test.
     if math.isfinite(eps) and all(abs(eps - t) > 2 * bound + 1e-12 * max(1.0, abs(t))
                                   for t in thresholds):
         return eps
-    return opacus_epsilon(**kw)
+    return opacus_epsilon(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                          steps=steps, delta=delta)
 
 
 def solve_noise_multiplier(*, target_epsilon: float, delta: float, sample_rate: float,

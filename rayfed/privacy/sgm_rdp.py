@@ -139,7 +139,8 @@ def _frac_terms(q: float, sigma: float, alphas: np.ndarray
             parts[k].append((log_s[0, row, :n], log_s[1, row, :n], coef[row, :n]))
         active = active[~stops]
         start, block = start + block, _BLOCK
-    return [tuple(np.concatenate(col) for col in zip(*p, strict=True)) for p in parts]
+    return [(np.concatenate([s0 for s0, _, _ in p]), np.concatenate([s1 for _, s1, _ in p]),
+             np.concatenate([c for _, _, c in p])) for p in parts]
 
 
 def _log_a_in_order(q: float, sigma: float, alpha: float, coef: np.ndarray) -> float:
