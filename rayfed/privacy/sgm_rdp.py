@@ -195,7 +195,11 @@ def _log_a_frac_fast(q: float, sigma: float, alphas: np.ndarray) -> np.ndarray:
     while active.size:
         a = alphas[active][:, None]
         i = np.arange(start, start + block, dtype=float)[None, :]
-        coef = special.binom(a, i)
+        # C(α, i+1) = C(α, i)·(α − i)/(i + 1) from the block's first binomial:
+        # scipy's binom per element was two thirds of the time, and a block's
+        # product of at most 1024 ratios is good to ~1e-13 relative.
+        ratios = np.concatenate([np.ones_like(a), (a - i[:, :-1]) / (i[:, :-1] + 1)], axis=1)
+        coef = special.binom(a, float(start)) * np.cumprod(ratios, axis=1)
         log_s = _series_terms(q, sigma, a, i, np.log(np.abs(coef)))
         below = np.maximum(log_s[0], log_s[1]) < _LOG_TERM_STOP
         stops = below.any(axis=1)
