@@ -56,7 +56,6 @@ _FIRST_BLOCK = 64
 _BLOCK = 1024
 
 
-
 def _log_add(logx: float, logy: float) -> float:
     # Opacus's _log_add, operation for operation (its rounding is part of its numbers).
     a, b = min(logx, logy), max(logx, logy)
