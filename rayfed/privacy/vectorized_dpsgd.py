@@ -222,7 +222,7 @@ def _train_group(
 
     def views(stacked: torch.Tensor) -> dict[str, torch.Tensor]:
         parts = torch.split(stacked, sizes, dim=-1)
-        return {n: t.view(num, *s) for n, t, s in zip(names, parts, shapes, strict=True)}
+        return {n: t.view(len(stacked), *s) for n, t, s in zip(names, parts, shapes, strict=True)}
 
     chosen = _poisson_masks(counts, rates, steps, seeds)
     batch_sizes = chosen.sum(dim=-1)  # (P, T)
@@ -235,26 +235,27 @@ def _train_group(
     pad_row = len(x_all) - 1
     loss_sums = torch.zeros(num, dtype=torch.float64)
     for t in range(max(steps)):
-        active = [t < t_p for t_p in steps]
-        b = batch_sizes[:, t]
+        # Only the participants still running: with skewed shards most stop after a
+        # step or two while one runs on, and the others' gradients would be discarded.
+        active = torch.tensor([p for p, t_p in enumerate(steps) if t < t_p])
+        b = batch_sizes[active, t]
         width = max(1, int(b.max()))
         valid = torch.arange(width)[None, :] < b[:, None]
-        index = torch.where(valid, order[:, t, :width] + offsets, pad_row)
-        grads, losses = per_sample_grads(model, views(flat), x_all[index], y_all[index])
+        index = torch.where(valid, order[active, t, :width] + offsets[active], pad_row)
+        w = flat[active]
+        grads, losses = per_sample_grads(model, views(w), x_all[index], y_all[index])
         with torch.no_grad():
-            factors = clip_factors(grads, valid.to(torch.float32), max_grad_norm=clip)
+            factors = clip_factors(grads, valid.to(torch.float32), max_grad_norm=clip[active])
             summed = clipped_sum(grads, factors)
-            noise = torch.stack([
-                gaussian_noise(shapes, std=std, generator=gen) if on else torch.zeros(sum(sizes))
-                for std, gen, on in zip(stds, noise_generators, active, strict=True)])
-            g = (summed + noise) / expected
+            noise = torch.stack([gaussian_noise(shapes, std=stds[p], generator=noise_generators[p])
+                                 for p in active.tolist()])
+            g = (summed + noise) / expected[active]
             if opt.proximal_mu > 0:  # after the noise, as the sequential path's step hook
-                g = g + opt.proximal_mu * (flat - w0)
+                g = g + opt.proximal_mu * (w - w0)
             if opt.weight_decay:
-                g = g + opt.weight_decay * flat
-            moving = torch.tensor(active)[:, None]
-            flat = torch.where(moving, flat - opt.lr * g, flat)
-            loss_sums += (losses * valid).sum(dim=1).double()
+                g = g + opt.weight_decay * w
+            flat[active] = w - opt.lr * g
+            loss_sums[active] += (losses * valid).sum(dim=1).double()
     deltas = flat - w0
     seen = batch_sizes.sum(dim=1)
     return [PrivateLocalResult(deltas[i], float(loss_sums[i]) / max(int(seen[i]), 1), counts[i],

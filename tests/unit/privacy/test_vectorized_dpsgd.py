@@ -326,3 +326,31 @@ def _without_ids(record_dp: dict) -> dict:
     ledger = record_dp["ledger"]
     events = [{k: v for k, v in e.items() if k != "charge_id"} for e in ledger["events"]]
     return {**record_dp, "ledger": {**ledger, "events": events}}
+
+
+def test_a_participant_in_a_skewed_group_trains_as_if_alone() -> None:
+    """Participants that have run all their steps drop out of the group's later
+    steps; those still running get what they get alone (to float32 summation
+    order: the padded batch width differs)."""
+    spec = SPECS["mlp"]
+    sizes = [60, 9, 25, 14]  # 4, 1, 2 and 1 steps at batch 16
+    shards = [shard(n, spec, seed=i) for i, n in enumerate(sizes)]
+    plans = [plan(sigma=0.8 + 0.1 * i, clip=0.5 + 0.25 * i, n=n, batch_size=16, epochs=1)
+             for i, n in enumerate(sizes)]
+    assert sorted(p.steps_per_round for p in plans) == [1, 1, 2, 4]
+    opt = Optimization(epochs=1, batch_size=16, lr=0.1, weight_decay=0.01, proximal_mu=0.2)
+    model = build_model(spec, seed=0)
+    w0 = torch.from_numpy(get_flat(model))
+    data = [(d.x_train, d.y_train) for d in shards]
+
+    def run(indices: list[int], max_group: int) -> list:
+        return train_vectorized_dp(model, w0, [data[i] for i in indices], [11 + i for i in indices],
+                                   [torch.Generator().manual_seed(100 + i) for i in indices],
+                                   [plans[i] for i in indices], opt, max_group=max_group)
+
+    together = run([0, 1, 2, 3], max_group=4)
+    for i, got in enumerate(together):
+        (alone,) = run([i], max_group=1)
+        torch.testing.assert_close(got.delta, alone.delta, rtol=0, atol=1e-7)
+        assert got.loss == pytest.approx(alone.loss, rel=1e-6)
+        assert (got.examples_seen, got.steps) == (alone.examples_seen, alone.steps)
