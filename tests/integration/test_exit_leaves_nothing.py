@@ -1,4 +1,5 @@
-"""A finished job leaves no Ray process behind (issue #18).
+"""A job's local Ray: it starts without waiting on a port another Ray holds, and a
+finished job leaves none of its processes behind (issue #18).
 
 ``exit_now`` ends a job with ``os._exit`` to spare the user Ray's graceful
 shutdown. Before :func:`rayfed.runtime.kill_local_ray`, that left the local Ray's
@@ -55,3 +56,37 @@ def test_exit_now_leaves_no_local_ray_process_behind():
     while (left := [p for p in started if _alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left == [], {p: started[p] for p in left}
+
+
+AGENT_PORT_CHILD = r"""
+import json, time
+import ray
+from rayfed.runtime import RaySettings, exit_now, start
+t0 = time.perf_counter()
+start(RaySettings(num_cpus=1, log_to_driver=False))
+seconds = time.perf_counter() - t0
+port = ray._private.worker._global_node.dashboard_agent_listen_port
+print(json.dumps({"port": port, "seconds": seconds}), flush=True)
+exit_now(0)
+"""
+
+
+def test_a_local_ray_starts_beside_another_ray_without_waiting_for_its_agent_port():
+    """Ray gives every dashboard agent port 52365; beside another Ray (here: a
+    socket holding it) a new agent retried for ~3.5 s, gave up (port -1), and
+    ``ray.init`` waited for it."""
+    import socket
+
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.bind(("0.0.0.0", 52365))
+        holder.listen()
+    except OSError:
+        pass  # another Ray on this machine already holds it: the same situation
+    try:
+        out = subprocess.run([sys.executable, "-c", AGENT_PORT_CHILD], capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+    finally:
+        holder.close()
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["port"] > 0 and got["port"] != 52365, got
