@@ -9,8 +9,9 @@ benchmark times exactly that, as a process launched from here, on the workloads 
 * ``rayfed-off``: the same with ``tracking.enabled=false checkpoint.enabled=false``;
 * ``rayfed-cluster``: defaults, joining a Ray already running on this machine
   (``ray start --head --num-cpus 2``, then ``runtime.address=auto``); the cluster
-  is started once, before the repeats, in a private ``RAY_TMPDIR`` so that
-  ``auto`` finds it and no one else's;
+  is started before each of these runs and stopped after it (not timed), in a
+  private ``RAY_TMPDIR`` so that ``auto`` finds it and no one else's, so that no
+  other system runs beside an idle Ray;
 * the plain loop, Flower and pfl-research with two workers, on the workload's
   bundle (the same runners as :mod:`benchmarks.federated_round`).
 
@@ -217,8 +218,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         wl: {s: [] for s in systems} for wl in workloads}
     errors: dict[str, dict[str, str]] = {wl: {} for wl in workloads}
     try:
-        if "rayfed-cluster" in systems:
-            start_cluster(env, args.workers)
         for rep in range(args.repeats):
             for wl in workloads:
                 for system in systems:
@@ -226,6 +225,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         continue
                     print(f"  [{rep + 1}/{args.repeats}] {wl} {system} …", end=" ", flush=True)
                     try:
+                        # The running cluster is up only around its own runs: a
+                        # Ray idling beside the others would hold the ports their
+                        # own Rays want (Flower's simulation starts one too).
+                        if system == "rayfed-cluster":
+                            start_cluster(env, args.workers)
                         row = run_one(system, wl, rep=rep, rounds=args.rounds,
                                       workers=args.workers, tmp=tmp, bundles=bundles,
                                       pythons=pythons, env=env, timeout_s=args.timeout_s)
@@ -233,6 +237,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         errors[wl][system] = f"failed: {str(e)[-300:]}"
                         print("failed", flush=True)
                         continue
+                    finally:
+                        if system == "rayfed-cluster":
+                            stop_cluster(env)
                     runs[wl][system].append(row)
                     print(f"{row['total_s']:.1f} s", flush=True)
     finally:
