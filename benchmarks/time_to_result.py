@@ -132,6 +132,36 @@ def start_cluster(env: dict[str, str], workers: int) -> None:
     subprocess.run([str(ray), "start", "--head", f"--port={port}", f"--num-cpus={workers}",
                     "--include-dashboard=false", "--disable-usage-stats"],
                    env=env, check=True, capture_output=True, timeout=300)
+    # "Already running" is a cluster that has settled: one job has come and gone
+    # (untimed), and its processes have finished starting (agents, workers).
+    subprocess.run([sys.executable, "-c", SETTLE, f"127.0.0.1:{port}"], env=env, check=True,
+                   capture_output=True, timeout=300)
+    settle(env["RAY_TMPDIR"])
+
+
+SETTLE = ("import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); "
+          "ray.get(ray.remote(lambda: 1).remote())")
+
+
+def settle(ray_tmp: str, *, idle_cpu: float = 0.15, timeout_s: float = 20.0) -> None:
+    """Wait until the cluster's processes together use under ``idle_cpu`` of a core."""
+    import psutil
+
+    procs = [p for p in psutil.process_iter(["cmdline"])
+             if any(ray_tmp in a for a in p.info["cmdline"] or ())]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = {}
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                before[p] = sum(p.cpu_times()[:2])
+        time.sleep(0.5)
+        used = 0.0
+        for p, t in before.items():
+            with contextlib.suppress(psutil.Error):
+                used += sum(p.cpu_times()[:2]) - t
+        if used / 0.5 < idle_cpu:
+            return
 
 
 def stop_cluster(env: dict[str, str]) -> None:
