@@ -139,7 +139,9 @@ def start_cluster(env: dict[str, str], workers: int) -> None:
     settle(env["RAY_TMPDIR"])
 
 
-SETTLE = ("import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); "
+# Joined as a job joins it (rayfed sends the token `ray start` wrote).
+SETTLE = ("import sys, ray; from rayfed.runtime import RaySettings, start; "
+          "start(RaySettings(address=sys.argv[1], log_to_driver=False)); "
           "ray.get(ray.remote(lambda: 1).remote())")
 
 
