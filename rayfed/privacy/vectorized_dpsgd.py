@@ -12,7 +12,9 @@ participants in one loop instead of one Opacus engine per participant:
 * **Per-sample gradients**: ``grad`` of one example's loss through
   ``functional_call``, ``vmap``-ed over the examples and then over the
   participants (the recipe of torch.func's per-sample-gradients tutorial, which
-  Opacus's ``functorch`` grad-sample mode applies layer by layer).
+  Opacus's ``functorch`` grad-sample mode applies layer by layer). A model that
+  is a chain of linear layers (``logreg``, ``mlp``) never builds them: its norms
+  and clipped sums come from ghost clipping (:mod:`rayfed.privacy.ghost_clipping`).
 * **Clipping**: Opacus's flat clipping, factor min(1, C / (‖g_i‖ + 1e-6)) with the
   norm over all parameters, computed per parameter and then stacked as
   ``DPOptimizer.clip_and_accumulate`` does.
@@ -42,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from rayfed.privacy.ghost_clipping import ghost_clipped_sum, linear_chain
 from rayfed.train.loop import Optimization
 from rayfed.train.vectorized import why_not_vectorizable
 
@@ -151,6 +154,7 @@ def train_vectorized_dp(
     *,
     max_group: int = 64,
     max_grad_bytes: int = DEFAULT_MAX_GRAD_BYTES,
+    ghost: bool = True,
 ) -> list[PrivateLocalResult]:
     """One private local round of every shard from ``global_weights`` (flat).
 
@@ -160,7 +164,9 @@ def train_vectorized_dp(
     state; ``plans``: each participant's :class:`RecordLevelPlan` (σ, C, q, steps).
     ``model`` only supplies the architecture. Groups are at most ``max_group``
     participants and small enough that their per-sample gradients fit in
-    ``max_grad_bytes``.
+    ``max_grad_bytes``. ``ghost``: a model that is a chain of linear layers gets
+    its clipped sums by ghost clipping (:mod:`rayfed.privacy.ghost_clipping`);
+    False computes the per-sample gradients for every model (tests compare both).
     """
     reason = why_not_vectorizable_dp(opt, model)
     if reason is not None:
@@ -182,7 +188,7 @@ def train_vectorized_dp(
     for s in range(0, len(shards), group):
         window = slice(s, s + group)
         out.extend(_train_group(model, global_weights, shards[window], seeds[window],
-                                noise_generators[window], plans[window], opt))
+                                noise_generators[window], plans[window], opt, ghost=ghost))
     return out
 
 
@@ -205,6 +211,8 @@ def _train_group(
     noise_generators: Sequence[torch.Generator],
     plans: Sequence[RecordLevelPlan],
     opt: Optimization,
+    *,
+    ghost: bool,
 ) -> list[PrivateLocalResult]:
     num = len(shards)
     names, shapes = zip(*((n, p.shape) for n, p in model.named_parameters()), strict=True)
@@ -224,6 +232,9 @@ def _train_group(
         parts = torch.split(stacked, sizes, dim=-1)
         return {n: t.view(len(stacked), *s) for n, t, s in zip(names, parts, shapes, strict=True)}
 
+    # A chain of linear layers: per-sample norms and clipped sums without the
+    # per-sample gradients (ghost clipping); any other model: vmap-ed gradients.
+    chain = linear_chain(model, tuple(shards[0][0].shape[1:])) if ghost else None
     chosen = _poisson_masks(counts, rates, steps, seeds)
     batch_sizes = chosen.sum(dim=-1)  # (P, T)
     # Stable sort puts each batch's members first, in index order (as x[mask]).
@@ -243,10 +254,17 @@ def _train_group(
         valid = torch.arange(width)[None, :] < b[:, None]
         index = torch.where(valid, order[active, t, :width] + offsets[active], pad_row)
         w = flat[active]
-        grads, losses = per_sample_grads(model, views(w), x_all[index], y_all[index])
+        if chain is not None:
+            summed, losses = ghost_clipped_sum(chain, views(w), x_all[index], y_all[index],
+                                               valid.to(torch.float32),
+                                               max_grad_norm=clip[active])
+        else:
+            grads, losses = per_sample_grads(model, views(w), x_all[index], y_all[index])
         with torch.no_grad():
-            factors = clip_factors(grads, valid.to(torch.float32), max_grad_norm=clip[active])
-            summed = clipped_sum(grads, factors)
+            if chain is None:
+                factors = clip_factors(grads, valid.to(torch.float32),
+                                       max_grad_norm=clip[active])
+                summed = clipped_sum(grads, factors)
             noise = torch.stack([gaussian_noise(shapes, std=stds[p], generator=noise_generators[p])
                                  for p in active.tolist()])
             g = (summed + noise) / expected[active]
