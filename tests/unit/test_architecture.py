@@ -23,7 +23,7 @@ LOWER_PACKAGES = ("rayfed.models", "rayfed.data", "rayfed.strategies")
 PURE_FEATURE_MODULES = (
     "rayfed.privacy.accounting", "rayfed.privacy.clipping", "rayfed.privacy.noise",
     "rayfed.privacy.config", "rayfed.privacy.plan", "rayfed.privacy.user_level",
-    "rayfed.privacy.sgm_rdp", "rayfed.privacy.noise_search",
+    "rayfed.privacy.sgm_rdp", "rayfed.privacy.noise_search", "rayfed.privacy.ghost_clipping",
     "rayfed.compression.codecs", "rayfed.compression.quantize", "rayfed.compression.config",
     "rayfed.secure_agg.packing", "rayfed.secure_agg.params", "rayfed.secure_agg.config",
     "rayfed.fl.rounds", "rayfed.fl.screening", "rayfed.fl.config", "rayfed.fl.report",
