@@ -17,21 +17,13 @@ from rayfed.privacy.vectorized_dpsgd import (
     train_vectorized_dp,
 )
 from rayfed.train.loop import Optimization
-from tests.unit.privacy.test_vectorized_dpsgd import opacus_step, plan
+from tests.unit.privacy.test_vectorized_dpsgd import SPECS as ALL_SPECS
+from tests.unit.privacy.test_vectorized_dpsgd import one_thread, opacus_step, plan
 
-SPECS = {
-    "logreg": ModelSpec("logreg", (1, 8, 8), 10),
-    "mlp": ModelSpec("mlp", (1, 8, 8), 10, (16,)),
-    "mlp2": ModelSpec("mlp", (1, 8, 8), 10, (32, 16)),
-}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# The linear chains of test_vectorized_dpsgd's models, and a deeper one.
+SPECS = {"logreg": ALL_SPECS["logreg"], "mlp": ALL_SPECS["mlp"],
+         "mlp2": ModelSpec("mlp", (1, 8, 8), 10, (32, 16))}
+__all__ = ["one_thread"]  # its autouse fixture: one torch thread, as a host runs
 
 
 def stacked_params(models: list[nn.Module]) -> dict[str, torch.Tensor]:
