@@ -140,11 +140,11 @@ def _dynamic_agent_port() -> Iterator[None]:
             kwargs.setdefault("dashboard_agent_listen_port", 0)
             super().__init__(*args, **kwargs)
 
-    parameter.RayParams = DynamicAgentPort
+    setattr(parameter, "RayParams", DynamicAgentPort)  # noqa: B010 (a module's class)
     try:
         yield
     finally:
-        parameter.RayParams = base
+        setattr(parameter, "RayParams", base)  # noqa: B010
 
 
 def exit_now(code: int = 0) -> NoReturn:
