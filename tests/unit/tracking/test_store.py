@@ -19,10 +19,17 @@ def _experiments(path):
 
 
 def _schema(path):
+    """Every table and index with its columns and constraints, and the Alembic
+    version. Constraints compare as a set: MLflow's own migrations write a
+    table's constraints in varying order (two stores it migrated in one process
+    differ there), which sqlite ignores."""
     with sqlite3.connect(path) as db:
-        tables = db.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+        tables = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
         version = db.execute("SELECT version_num FROM alembic_version").fetchall()
-    return tables, version
+    parts = {(kind, name, table,
+              frozenset(line.strip().rstrip(",") for line in (sql or "").splitlines()))
+             for kind, name, table, sql in tables}
+    return parts, version
 
 
 def _use(uri: str) -> str:
