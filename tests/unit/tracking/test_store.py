@@ -81,14 +81,19 @@ def test_other_stores_are_left_to_mlflow(uri, tmp_path):
 
 
 def test_the_copy_is_faster_than_migrating(tmp_path):
+    """Best of three each (a pause of the machine is not the store's time)."""
     cache = tmp_path / "cache"
     empty_store(cache)
-    t0 = time.perf_counter()
-    mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'fresh.db'}").search_experiments()
-    migrate_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    seed_store(f"sqlite:///{tmp_path / 'seeded.db'}", cache=cache)
-    mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'seeded.db'}").search_experiments()
-    seeded_s = time.perf_counter() - t0
-    print(f"migrate {migrate_s:.3f} s, seeded {seeded_s:.3f} s")
-    assert seeded_s < migrate_s / 3, (seeded_s, migrate_s)
+    migrate, seeded = [], []
+    for i in range(3):
+        t0 = time.perf_counter()
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / f'fresh{i}.db'}"
+                            ).search_experiments()
+        migrate.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        seed_store(f"sqlite:///{tmp_path / f'seeded{i}.db'}", cache=cache)
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / f'seeded{i}.db'}"
+                            ).search_experiments()
+        seeded.append(time.perf_counter() - t0)
+    print(f"migrate {min(migrate):.3f} s, seeded {min(seeded):.3f} s")
+    assert min(seeded) < min(migrate) / 3, (seeded, migrate)
